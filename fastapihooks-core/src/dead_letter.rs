@@ -1,0 +1,247 @@
+//! The end of the line: deliveries that finally failed go to a
+//! [`FailureHandler`] (`on_failure`); [`InMemoryDeadLetterQueue`] is one.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::emit::TransformError;
+use crate::event::Event;
+use crate::subscription::WebhookSubscription;
+
+/// Why an event or one of its deliveries finally failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The endpoint answered with a status that is not 2xx.
+    #[error("endpoint answered HTTP {status}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The endpoint answered with a redirect; redirects are never followed.
+    #[error("endpoint answered HTTP {status}, a redirect; redirects are not followed")]
+    Redirect {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The request did not complete within the timeout.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connecting, resolving or transferring failed.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The network guard refused the destination (private address, bad URL).
+    #[error("destination refused: {0}")]
+    Refused(String),
+    /// The intake queue was full when the event was emitted.
+    #[error("queue full: the event was not accepted (capacity {capacity})")]
+    QueueFull {
+        /// The intake queue's capacity.
+        capacity: usize,
+    },
+    /// Too many deliveries were already waiting for this endpoint.
+    #[error("endpoint backlog full: {pending} deliveries already waiting for this endpoint")]
+    EndpointBacklogFull {
+        /// How many were waiting.
+        pending: usize,
+    },
+    /// The runtime shut down before the delivery completed.
+    #[error("shut down before delivery completed{}", last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
+    Shutdown {
+        /// The last attempt's error, if there was an attempt.
+        last: Option<String>,
+    },
+    /// The transform failed or panicked; the event was not delivered.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The store could not be read to find the event's subscriptions.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// The backend refused or lost the event.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+impl DeliveryError {
+    /// True when trying again later may succeed: network errors, timeouts,
+    /// 408, 429, 5xx, and an unavailable store or backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status } => *status == 408 || *status == 429 || (500..600).contains(status),
+            Self::Timeout(_) | Self::Network(_) | Self::Store(_) | Self::Backend(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One final failure: the event, the subscription (absent when the event
+/// failed before fan-out: queue full, transform error, store down), the
+/// error and how many attempts were made.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliveryFailure {
+    /// The event, with its payload.
+    pub event: Arc<Event>,
+    /// The subscription the delivery was for, if the event got that far.
+    pub subscription: Option<Arc<WebhookSubscription>>,
+    /// The store's id of the subscription, when it came from a store.
+    pub subscription_id: Option<String>,
+    /// The final error.
+    pub error: DeliveryError,
+    /// HTTP attempts made (0 when none was).
+    pub attempts: u32,
+}
+
+impl DeliveryFailure {
+    /// A failure of the whole event, before any subscription.
+    pub fn of_event(event: Arc<Event>, error: DeliveryError) -> Self {
+        Self { event, subscription: None, subscription_id: None, error, attempts: 0 }
+    }
+}
+
+/// Receives final failures: the `on_failure` callback.
+///
+/// Called from the runtime's tasks; keep it quick and non-blocking (push to
+/// a queue, increment a metric). Any `Fn(DeliveryFailure)` closure is one.
+pub trait FailureHandler: Send + Sync + 'static {
+    /// Handles one final failure.
+    fn on_failure(&self, failure: DeliveryFailure);
+}
+
+impl<F: Fn(DeliveryFailure) + Send + Sync + 'static> FailureHandler for F {
+    fn on_failure(&self, failure: DeliveryFailure) {
+        self(failure);
+    }
+}
+
+/// The handler used when none is set: logs each failure at error level.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogFailures;
+
+impl FailureHandler for LogFailures {
+    fn on_failure(&self, f: DeliveryFailure) {
+        tracing::error!(
+            event_id = %f.event.id,
+            event = %f.event.name,
+            subscription_id = f.subscription_id.as_deref().unwrap_or(""),
+            target = f.subscription.as_deref().map(|s| crate::subscription::redact_url(&s.target_url)).unwrap_or(""),
+            attempts = f.attempts,
+            error = %f.error,
+            "webhook delivery failed"
+        );
+    }
+}
+
+/// A bounded in-memory dead-letter queue: keeps the latest `capacity`
+/// failures, evicting the oldest. Cheap to clone; clones share the queue.
+///
+/// ```
+/// # use fastapihooks_core::InMemoryDeadLetterQueue;
+/// let dlq = InMemoryDeadLetterQueue::new(1000);
+/// // Fastapihooks::builder().on_failure(dlq.clone()) ...
+/// assert!(dlq.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct InMemoryDeadLetterQueue {
+    inner: Arc<Mutex<Dlq>>,
+}
+
+#[derive(Debug)]
+struct Dlq {
+    capacity: usize,
+    entries: VecDeque<DeliveryFailure>,
+    evicted: u64,
+}
+
+impl InMemoryDeadLetterQueue {
+    /// A queue keeping at most `capacity` failures (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { inner: Arc::new(Mutex::new(Dlq { capacity, entries: VecDeque::new(), evicted: 0 })) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dlq> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a failure, evicting the oldest when full.
+    pub fn push(&self, failure: DeliveryFailure) {
+        let mut q = self.lock();
+        if q.entries.len() == q.capacity {
+            q.entries.pop_front();
+            q.evicted += 1;
+        }
+        q.entries.push_back(failure);
+    }
+
+    /// A copy of the entries, oldest first.
+    pub fn entries(&self) -> Vec<DeliveryFailure> {
+        self.lock().entries.iter().cloned().collect()
+    }
+
+    /// Takes every entry out, oldest first.
+    pub fn drain(&self) -> Vec<DeliveryFailure> {
+        self.lock().entries.drain(..).collect()
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many entries were evicted to make room.
+    pub fn evicted(&self) -> u64 {
+        self.lock().evicted
+    }
+}
+
+impl FailureHandler for InMemoryDeadLetterQueue {
+    fn on_failure(&self, failure: DeliveryFailure) {
+        self.push(failure);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Payload;
+
+    fn failure(n: u32) -> DeliveryFailure {
+        let mut f = DeliveryFailure::of_event(Arc::new(Event::new("e", Payload::null())), DeliveryError::Status { status: 500 });
+        f.attempts = n;
+        f
+    }
+
+    #[test]
+    fn dead_letter_queue_is_bounded_and_evicts_oldest() {
+        let q = InMemoryDeadLetterQueue::new(2);
+        for n in 1..=3 {
+            q.on_failure(failure(n));
+        }
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.evicted(), 1);
+        let attempts: Vec<u32> = q.entries().iter().map(|f| f.attempts).collect();
+        assert_eq!(attempts, [2, 3]);
+        assert_eq!(q.drain().len(), 2);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn retryable_errors() {
+        for s in [408, 429, 500, 502, 503, 599] {
+            assert!(DeliveryError::Status { status: s }.is_retryable(), "{s}");
+        }
+        for s in [400, 401, 404, 410, 422] {
+            assert!(!DeliveryError::Status { status: s }.is_retryable(), "{s}");
+        }
+        assert!(!DeliveryError::Redirect { status: 302 }.is_retryable());
+        assert!(DeliveryError::Network("reset".into()).is_retryable());
+        assert!(!DeliveryError::Refused("private".into()).is_retryable());
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-endpoint queues: one slow or dead endpoint holds only its own
+//! workers, never the deliveries to the others.
+//!
+//! Each endpoint (scheme, host, port) has a queue of first attempts and a
+//! queue of due retries, served alternately so neither starves the other,
+//! by at most `per_endpoint_concurrency` workers. A worker takes a global
+//! permit only for the request itself, so a dead endpoint holds at most its
+//! own share of the global limit. Retries wait in a timer, holding no
+//! permit, and re-enter their endpoint's retry queue when due.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::{Job, Shared};
+use crate::dead_letter::DeliveryError;
+use crate::send::{Attempt, Timer};
+use crate::stats::Stats;
+
+#[derive(Default)]
+struct Queue {
+    fresh: VecDeque<Job>,
+    retries: VecDeque<Job>,
+    workers: usize,
+    retry_next: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.fresh.len() + self.retries.len()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let job = if self.retry_next {
+            self.retries.pop_front().or_else(|| self.fresh.pop_front())
+        } else {
+            self.fresh.pop_front().or_else(|| self.retries.pop_front())
+        };
+        self.retry_next = !self.retry_next;
+        job
+    }
+}
+
+/// The endpoints with queued or in-flight deliveries.
+#[derive(Default)]
+pub(crate) struct Endpoints {
+    map: Mutex<HashMap<Arc<str>, Queue>>,
+}
+
+impl Endpoints {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Queue>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The endpoint a URL's deliveries share limits on: `scheme://host:port`.
+fn endpoint_key(target: &str) -> Arc<str> {
+    match url::Url::parse(target) {
+        Ok(u) => format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0))
+            .into(),
+        Err(_) => target.into(),
+    }
+}
+
+/// Queues a job for its endpoint and starts a worker if the endpoint has
+/// room for one. A first attempt is dead-lettered at once when the endpoint's
+/// backlog is full; a retry always gets in (it already counted).
+pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
+    let key = endpoint_key(&job.sub.target_url);
+    let mut map = shared.endpoints.lock();
+    let queue = map.entry(key.clone()).or_default();
+    if !retry && queue.len() >= shared.limits.max_endpoint_backlog {
+        let pending = queue.len();
+        drop(map);
+        job.fail(shared, DeliveryError::EndpointBacklogFull { pending });
+        return;
+    }
+    if retry { queue.retries.push_back(job) } else { queue.fresh.push_back(job) }
+    if queue.workers < shared.limits.per_endpoint_concurrency.max(1) {
+        queue.workers += 1;
+        drop(map);
+        let shared2 = shared.clone();
+        shared.tasks.spawn(async move { worker(shared2, key).await });
+    }
+}
+
+/// Takes the endpoint's next job, or retires this worker (and forgets the
+/// endpoint when it was the last one and nothing is queued).
+fn next_job(shared: &Shared, key: &Arc<str>) -> Option<Job> {
+    let mut map = shared.endpoints.lock();
+    let queue = map.get_mut(key)?;
+    if let Some(job) = queue.pop() {
+        return Some(job);
+    }
+    queue.workers -= 1;
+    if queue.workers == 0 {
+        map.remove(key);
+    }
+    None
+}
+
+async fn worker(shared: Arc<Shared>, key: Arc<str>) {
+    while let Some(mut job) = next_job(&shared, &key) {
+        if shared.cancel.is_cancelled() {
+            job.fail(&shared, DeliveryError::Shutdown { last: None });
+            continue;
+        }
+        let permit = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => {
+                job.fail(&shared, DeliveryError::Shutdown { last: None });
+                continue;
+            }
+            p = shared.global.acquire() => p.expect("never closed"),
+        };
+        job.attempts += 1;
+        let span = tracing::debug_span!(
+            "delivery",
+            event_id = %job.event.id,
+            event = %job.event.name,
+            subscription_id = job.sub_id.as_deref().unwrap_or(""),
+            attempt = job.attempts,
+        );
+        let timer = Timer::start();
+        let attempt = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => None,
+            a = tracing::Instrument::instrument(shared.sender.send(&job.event, &job.sub), span.clone()) => Some(a),
+        };
+        drop(permit);
+        let _enter = span.enter();
+        match attempt {
+            None => job.fail(&shared, DeliveryError::Shutdown { last: Some("cancelled in flight".into()) }),
+            Some(Attempt::Delivered { status }) => {
+                tracing::debug!(status, latency_ms = timer.millis(), "delivered");
+                Stats::inc(&shared.stats.delivered);
+                job.done.clone().finish(&shared, true);
+            }
+            Some(Attempt::Failed { error, retry_after }) => {
+                let delay = if error.is_retryable() { shared.retry.delay(job.attempts - 1, retry_after) } else { None };
+                match delay {
+                    None => {
+                        tracing::warn!(latency_ms = timer.millis(), error = %error, "delivery failed for good");
+                        job.fail(&shared, error);
+                    }
+                    Some(delay) => {
+                        tracing::debug!(latency_ms = timer.millis(), error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                        Stats::inc(&shared.stats.retried);
+                        schedule_retry(&shared, job, delay, error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: std::time::Duration, error: DeliveryError) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        tokio::select! {
+            biased;
+            () = shared2.cancel.cancelled() => job.fail(&shared2, DeliveryError::Shutdown { last: Some(error.to_string()) }),
+            () = tokio::time::sleep(delay) => enqueue(&shared2, job, true),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_include_default_ports() {
+        assert_eq!(&*endpoint_key("https://a.example/x?y"), "https://a.example:443");
+        assert_eq!(&*endpoint_key("http://127.0.0.1:8080/h"), "http://127.0.0.1:8080");
+        assert_ne!(endpoint_key("http://127.0.0.1:8080/"), endpoint_key("http://127.0.0.1:8081/"));
+    }
+}

@@ -1,0 +1,295 @@
+//! Dispatch: from a consumed event to deliveries.
+//!
+//! ```text
+//! Backend::consume ─> fan_out(event): static subscribers + Store::subscriptions_for
+//!                        └─> one Job per subscription ─> endpoint queue (endpoint.rs)
+//! endpoint queue ─> worker (≤ per-endpoint limit) ─> global permit ─> send ─> done | retry | dead-letter
+//! ```
+//! Every job's final outcome counts down its event; the last one acks it.
+
+mod endpoint;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, BackendError, Receipt, Received};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler};
+use crate::event::Event;
+use crate::retry::RetryPolicy;
+use crate::send::Sender;
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::subscription::WebhookSubscription;
+use endpoint::Endpoints;
+
+/// Limits of the delivery engine.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// Requests in flight, all endpoints together.
+    pub(crate) max_concurrency: usize,
+    /// Requests in flight to one endpoint (scheme, host, port).
+    pub(crate) per_endpoint_concurrency: usize,
+    /// Deliveries waiting for one endpoint before new ones are dead-lettered.
+    pub(crate) max_endpoint_backlog: usize,
+    /// Deliveries held in memory, all endpoints together; past it, consuming
+    /// pauses (back-pressure).
+    pub(crate) max_pending_deliveries: usize,
+    /// Events whose subscriptions are being looked up at once.
+    pub(crate) max_fan_outs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 100,
+            per_endpoint_concurrency: 16,
+            max_endpoint_backlog: 10_000,
+            max_pending_deliveries: 100_000,
+            max_fan_outs: 256,
+        }
+    }
+}
+
+/// What the dispatcher shares with its tasks.
+pub(crate) struct Shared {
+    pub(crate) sender: Sender,
+    pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) failures: Arc<dyn FailureHandler>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) limits: Limits,
+    pub(crate) global: Arc<Semaphore>,
+    pub(crate) pending: Arc<Semaphore>,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn fail(&self, failure: DeliveryFailure) {
+        Stats::inc(&self.stats.failed);
+        self.failures.on_failure(failure);
+    }
+}
+
+/// Delivers consumed events. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+/// Tracks one event's deliveries; the last to finish acks the event.
+pub(crate) struct EventDone {
+    remaining: AtomicUsize,
+    abandoned: AtomicBool,
+    receipt: Receipt,
+    backend: Arc<dyn Backend>,
+}
+
+impl EventDone {
+    /// One delivery reached its end. `final_outcome` is false when it was
+    /// abandoned at shutdown (the event is then not acked, so a durable
+    /// backend delivers it again).
+    pub(crate) fn finish(self: &Arc<Self>, shared: &Shared, final_outcome: bool) {
+        if !final_outcome {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ack(shared);
+        }
+    }
+
+    fn ack(self: &Arc<Self>, shared: &Shared) {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return;
+        }
+        let this = self.clone();
+        shared.tasks.spawn(async move {
+            if let Err(e) = this.backend.ack(&this.receipt).await {
+                tracing::warn!(receipt = this.receipt.as_str(), error = %e, "could not ack event");
+            }
+        });
+    }
+}
+
+/// One delivery: an event to one subscription.
+pub(crate) struct Job {
+    pub(crate) event: Arc<Event>,
+    pub(crate) sub: Arc<WebhookSubscription>,
+    pub(crate) sub_id: Option<Arc<str>>,
+    /// Attempts made so far.
+    pub(crate) attempts: u32,
+    pub(crate) done: Arc<EventDone>,
+    pub(crate) _slot: OwnedSemaphorePermit,
+}
+
+impl Job {
+    /// Reports a final failure and counts the job down.
+    pub(crate) fn fail(self, shared: &Shared, error: DeliveryError) {
+        let shutdown = matches!(error, DeliveryError::Shutdown { .. });
+        shared.fail(DeliveryFailure {
+            event: self.event,
+            subscription: Some(self.sub),
+            subscription_id: self.sub_id.map(|s| s.to_string()),
+            error,
+            attempts: self.attempts,
+        });
+        self.done.finish(shared, !shutdown);
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared: Arc::new(shared) }
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.shared.tasks
+    }
+
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+
+    /// Consumes `backend` until its stream ends or shutdown cancels it.
+    /// Events read after cancellation are reported as shut down, not lost.
+    pub(crate) fn spawn_consumer(&self, backend: Arc<dyn Backend>) {
+        let this = self.clone();
+        self.shared.tasks.spawn(async move { this.consume(backend).await });
+    }
+
+    async fn consume(self, backend: Arc<dyn Backend>) {
+        let shared = &self.shared;
+        let fan_outs = Arc::new(Semaphore::new(shared.limits.max_fan_outs.max(1)));
+        let mut stream = backend.consume();
+        let mut errors = 0u32;
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => break,
+                item = stream.next() => item,
+            };
+            let received = match item {
+                None => return,
+                Some(Ok(received)) => received,
+                Some(Err(BackendError::AlreadyConsumed)) => {
+                    tracing::error!("backend consumed twice; this consumer stops");
+                    return;
+                }
+                Some(Err(e)) => {
+                    errors = errors.saturating_add(1);
+                    let wait = Duration::from_millis(100u64 << errors.min(6));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "backend consume error");
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => break,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            errors = 0;
+            let slot = tokio::select! {
+                () = shared.cancel.cancelled() => {
+                    self.abandon(received);
+                    break;
+                }
+                slot = fan_outs.clone().acquire_owned() => slot.expect("never closed"),
+            };
+            let this = self.clone();
+            let backend = backend.clone();
+            shared.tasks.spawn(async move {
+                this.fan_out(received, backend).await;
+                drop(slot);
+            });
+        }
+        // Shut down: whatever is still in an in-process backend is reported.
+        if backend.delivers_in_process() {
+            while let Some(Some(Ok(received))) = futures_util::FutureExt::now_or_never(stream.next()) {
+                self.abandon(received);
+            }
+        }
+    }
+
+    fn abandon(&self, received: Received) {
+        let error = DeliveryError::Shutdown { last: None };
+        self.shared.fail(DeliveryFailure::of_event(Arc::new(received.event), error));
+    }
+
+    /// Finds an event's subscriptions and queues one job for each.
+    async fn fan_out(&self, received: Received, backend: Arc<dyn Backend>) {
+        let shared = &self.shared;
+        let event = Arc::new(received.event);
+        let owner = event.owner_id.as_deref();
+        let mut targets: Vec<(Arc<WebhookSubscription>, Option<Arc<str>>)> = event
+            .subscribers
+            .iter()
+            .filter(|s| s.accepts_owner(owner))
+            .map(|s| (Arc::new(s.clone()), None))
+            .collect();
+        let mut complete = true;
+        if let Some(store) = &shared.store {
+            match self.lookup(store.as_ref(), &event).await {
+                Ok(subs) => targets
+                    .extend(subs.into_iter().map(|s| (Arc::new(s.subscription), Some(Arc::<str>::from(s.id))))),
+                Err(error) => {
+                    complete = !matches!(error, DeliveryError::Shutdown { .. });
+                    shared.fail(DeliveryFailure::of_event(event.clone(), error));
+                }
+            }
+        }
+        let done = Arc::new(EventDone {
+            // One extra count, released below, so the event is not acked
+            // while jobs are still being queued.
+            remaining: AtomicUsize::new(targets.len() + 1),
+            abandoned: AtomicBool::new(!complete),
+            receipt: received.receipt,
+            backend,
+        });
+        for (sub, sub_id) in targets {
+            let slot = tokio::select! {
+                biased;
+                slot = shared.pending.clone().acquire_owned() => slot.expect("never closed"),
+                () = shared.cancel.cancelled() => {
+                    let error = DeliveryError::Shutdown { last: None };
+                    shared.fail(DeliveryFailure { event: event.clone(), subscription: Some(sub), subscription_id: sub_id.map(|s| s.to_string()), error, attempts: 0 });
+                    done.finish(shared, false);
+                    continue;
+                }
+            };
+            let job = Job { event: event.clone(), sub, sub_id, attempts: 0, done: done.clone(), _slot: slot };
+            endpoint::enqueue(&self.shared, job, false);
+        }
+        done.finish(shared, true);
+    }
+
+    /// The store's subscriptions for the event, retried per the retry policy
+    /// while the store is unavailable.
+    async fn lookup(
+        &self,
+        store: &dyn Store,
+        event: &Event,
+    ) -> Result<Vec<crate::subscription::StoredWebhookSubscription>, DeliveryError> {
+        let mut retry = 0;
+        loop {
+            match store.subscriptions_for(&event.name, event.owner_id.as_deref()).await {
+                Ok(subs) => return Ok(subs),
+                Err(e) => {
+                    let error = DeliveryError::Store(e.to_string());
+                    let delay = if e.is_retryable() { self.shared.retry.delay(retry, None) } else { None };
+                    let Some(delay) = delay else { return Err(error) };
+                    tracing::warn!(event_id = %event.id, error = %e, retry_in_ms = delay.as_millis() as u64, "store lookup failed; retrying");
+                    retry += 1;
+                    tokio::select! {
+                        () = self.shared.cancel.cancelled() => return Err(DeliveryError::Shutdown { last: Some(error.to_string()) }),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! Emission: the [`Fastapihooks`] handle, its builder, and the intake
+//! pipeline.
+//!
+//! `emit` only puts an [`Emission`] on a bounded queue (a `try_send`: no
+//! await, no I/O). One pipeline task drains the queue: it builds the
+//! context, runs the transform, makes the [`Event`] and publishes it to the
+//! backend.
+
+mod context;
+mod transform;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use context::FastapihooksContext;
+pub use transform::{IntoPayload, Transform, TransformError};
+
+use crate::backend::{Backend, BackgroundTaskBackend};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, LogFailures};
+use crate::dispatch::{Dispatcher, Limits, Shared};
+use crate::event::{Event, EventId, Payload};
+use crate::retry::RetryPolicy;
+use crate::secret::Secret;
+use crate::send::Sender;
+use crate::send::guard::NetworkPolicy;
+use crate::sign::Signer;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::store::Store;
+use crate::subscription::{InvalidSubscription, WebhookSubscription};
+
+/// The handler's response, as the hook captured it.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum ResponsePayload {
+    /// No response payload (`include_response = false`, or no JSON body).
+    #[default]
+    None,
+    /// The JSON bytes of the response body, sent as they are when there is
+    /// no transform (parsed only for a transform).
+    Json(Bytes),
+    /// A JSON value.
+    Value(Value),
+}
+
+/// One emission: the raw material of an event, before the transform.
+///
+/// Build one with [`Emission::new`] and hand it to [`Fastapihooks::emit`].
+/// `#[hook]` builds it for you.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Emission {
+    /// The event name.
+    pub event_name: String,
+    /// The owner resolved for this request; `None` falls back to the hooks'
+    /// default owner.
+    pub owner_id: Option<String>,
+    /// When it happened (defaults to now).
+    pub timestamp: DateTime<Utc>,
+    /// Request headers, if included.
+    pub headers: Option<HeaderMap>,
+    /// Request body bytes, if included.
+    pub request_payload: Option<Bytes>,
+    /// The response payload.
+    pub response: ResponsePayload,
+    /// The transform, if any.
+    pub transform: Option<Transform>,
+}
+
+impl Emission {
+    /// An emission of `event_name`, timestamped now, with nothing else.
+    pub fn new(event_name: impl Into<String>) -> Self {
+        Self {
+            event_name: event_name.into(),
+            owner_id: None,
+            timestamp: Utc::now(),
+            headers: None,
+            request_payload: None,
+            response: ResponsePayload::None,
+            transform: None,
+        }
+    }
+
+    /// Sets the response payload to a JSON value.
+    #[must_use]
+    pub fn response_value(mut self, value: Value) -> Self {
+        self.response = ResponsePayload::Value(value);
+        self
+    }
+
+    /// Sets the response payload to JSON bytes.
+    #[must_use]
+    pub fn response_json(mut self, json: Bytes) -> Self {
+        self.response = ResponsePayload::Json(json);
+        self
+    }
+
+    /// Sets the owner.
+    #[must_use]
+    pub fn owner(mut self, owner_id: Option<String>) -> Self {
+        self.owner_id = owner_id;
+        self
+    }
+
+    /// Sets the timestamp.
+    #[must_use]
+    pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// Sets the request headers.
+    #[must_use]
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// Sets the request body bytes.
+    #[must_use]
+    pub fn request(mut self, body: Bytes) -> Self {
+        self.request_payload = Some(body);
+        self
+    }
+
+    /// Sets the transform.
+    #[must_use]
+    pub fn transform(mut self, transform: Transform) -> Self {
+        self.transform = Some(transform);
+        self
+    }
+}
+
+/// Why `emit` did not accept an event. The event was handed to `on_failure`
+/// either way: it is reported, never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The intake queue is full.
+    #[error("intake queue full (capacity {0}); the event went to on_failure")]
+    QueueFull(usize),
+    /// The runtime is shutting down.
+    #[error("fastapihooks is shut down; the event went to on_failure")]
+    ShutDown,
+}
+
+/// Why the runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` was called outside a Tokio runtime.
+    #[error("Fastapihooks::builder().build() must be called inside a Tokio runtime")]
+    NoRuntime,
+    /// The HTTP client could not be created.
+    #[error("could not create the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A static subscriber is invalid.
+    #[error("invalid static subscriber for `{event}`: {error}")]
+    Subscriber {
+        /// The event name it was given for.
+        event: String,
+        /// What is wrong.
+        error: InvalidSubscription,
+    },
+}
+
+/// What [`Fastapihooks::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// True when everything was delivered or dead-lettered before the
+    /// deadline; false when work was cut short (and reported to `on_failure`
+    /// as shut down).
+    pub drained: bool,
+}
+
+struct Queued {
+    id: EventId,
+    emission: Emission,
+}
+
+/// The fastapihooks runtime: emit events, deliver them.
+///
+/// Cheap to clone (an `Arc`), `Send + Sync`. Build it with
+/// [`Fastapihooks::builder`] inside a Tokio runtime; put it in your axum
+/// state; call [`Fastapihooks::shutdown`] when the app stops.
+#[derive(Clone)]
+pub struct Fastapihooks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Queued>,
+    capacity: usize,
+    pipeline: Arc<Pipeline>,
+    stats: Arc<Stats>,
+    intake_closed: CancellationToken,
+    cancel: CancellationToken,
+    pipeline_task: Mutex<Option<JoinHandle<()>>>,
+    dispatcher: Option<Dispatcher>,
+}
+
+/// What the pipeline task needs: everything to turn an emission into a
+/// published event, or a reported failure.
+struct Pipeline {
+    backend: Arc<dyn Backend>,
+    default_owner: Option<String>,
+    subscribers: HashMap<String, Arc<[WebhookSubscription]>>,
+    failures: Arc<dyn FailureHandler>,
+    stats: Arc<Stats>,
+}
+
+impl Pipeline {
+    /// Context -> transform -> event. A failed transform is reported here.
+    fn event(&self, q: Queued) -> Result<Event, ()> {
+        let Queued { id, emission: e } = q;
+        let owner_id = e.owner_id.or_else(|| self.default_owner.clone());
+        let subscribers = self.subscribers.get(&e.event_name).map(|s| s.to_vec()).unwrap_or_default();
+        let payload = match e.transform {
+            None => match e.response {
+                ResponsePayload::None => Ok(Payload::null()),
+                ResponsePayload::Json(bytes) => {
+                    Payload::from_json_bytes(bytes).map_err(|err| TransformError::Serialize(err.to_string()))
+                }
+                ResponsePayload::Value(v) => v.into_payload(),
+            },
+            Some(transform) => {
+                let response_payload = match e.response {
+                    ResponsePayload::None => Value::Null,
+                    ResponsePayload::Json(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    ResponsePayload::Value(v) => v,
+                };
+                let ctx = FastapihooksContext {
+                    event_name: e.event_name.clone(),
+                    owner_id: owner_id.clone(),
+                    timestamp: e.timestamp,
+                    headers: e.headers,
+                    request_payload: e.request_payload,
+                    response_payload,
+                };
+                transform.apply(&ctx)
+            }
+        };
+        let event = Event::new(e.event_name, Payload::null())
+            .with_id(id)
+            .with_owner(owner_id)
+            .with_timestamp(e.timestamp)
+            .with_subscribers(subscribers);
+        match payload {
+            Ok(payload) => Ok(Event { payload, ..event }),
+            Err(error) => {
+                Stats::inc(&self.stats.transform_failed);
+                tracing::error!(event_id = %event.id, event = %event.name, error = %error, "transform failed");
+                self.fail(DeliveryFailure::of_event(Arc::new(event), error.into()));
+                Err(())
+            }
+        }
+    }
+
+    fn fail(&self, failure: DeliveryFailure) {
+        Stats::inc(&self.stats.failed);
+        self.failures.on_failure(failure);
+    }
+
+    /// Reports an emission that will not be published.
+    fn reject(&self, q: Queued, error: DeliveryError) {
+        if let Ok(event) = self.event(q) {
+            self.fail(DeliveryFailure::of_event(Arc::new(event), error));
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Queued>, intake_closed: CancellationToken, cancel: CancellationToken) {
+        let mut closing = false;
+        loop {
+            let q = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = intake_closed.cancelled(), if !closing => {
+                    closing = true;
+                    rx.close();
+                    continue;
+                }
+                q = rx.recv() => match q { Some(q) => q, None => break },
+            };
+            let Ok(event) = self.event(q) else { continue };
+            let event_id = event.id.clone();
+            let published = tokio::select! {
+                biased;
+                () = cancel.cancelled() => Err(None),
+                r = self.backend.publish(event.clone()) => r.map_err(Some),
+            };
+            match published {
+                Ok(()) => Stats::inc(&self.stats.published),
+                Err(e) => {
+                    let error = match e {
+                        Some(e) => DeliveryError::Backend(e.to_string()),
+                        None => DeliveryError::Shutdown { last: None },
+                    };
+                    tracing::error!(event_id = %event_id, error = %error, "could not publish event");
+                    self.fail(DeliveryFailure::of_event(Arc::new(event), error));
+                }
+            }
+        }
+        // Cut short by the deadline: report what is still queued.
+        rx.close();
+        while let Ok(q) = rx.try_recv() {
+            self.reject(q, DeliveryError::Shutdown { last: None });
+        }
+        if let Err(e) = self.backend.close().await {
+            tracing::warn!(error = %e, "backend close failed");
+        }
+    }
+}
+
+impl fmt::Debug for Fastapihooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fastapihooks")
+            .field("capacity", &self.inner.capacity)
+            .field("default_owner", &self.inner.pipeline.default_owner)
+            .field("in_process", &self.inner.dispatcher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fastapihooks {
+    /// A builder with the defaults: in-process delivery, no store, no
+    /// signing secret, public destinations only.
+    pub fn builder() -> FastapihooksBuilder {
+        FastapihooksBuilder::default()
+    }
+
+    /// Queues an emission for delivery and returns its event id at once.
+    ///
+    /// Never awaits and does no I/O: the transform, the subscription lookup
+    /// and the HTTP requests happen on the runtime's tasks.
+    ///
+    /// # Errors
+    /// The queue is full, or the runtime is shut down. The event was handed
+    /// to `on_failure` (and counted) before this returns.
+    pub fn emit(&self, emission: Emission) -> Result<EventId, EmitError> {
+        let id = EventId::new();
+        let queued = Queued { id: id.clone(), emission };
+        match self.inner.tx.try_send(queued) {
+            Ok(()) => {
+                Stats::inc(&self.inner.stats.emitted);
+                Ok(id)
+            }
+            Err(mpsc::error::TrySendError::Full(q)) => {
+                Stats::inc(&self.inner.stats.queue_full);
+                let capacity = self.inner.capacity;
+                tracing::warn!(event_id = %id, capacity, "intake queue full; event handed to on_failure");
+                self.inner.pipeline.reject(q, DeliveryError::QueueFull { capacity });
+                Err(EmitError::QueueFull(capacity))
+            }
+            Err(mpsc::error::TrySendError::Closed(q)) => {
+                self.inner.pipeline.reject(q, DeliveryError::Shutdown { last: None });
+                Err(EmitError::ShutDown)
+            }
+        }
+    }
+
+    /// Emits `payload` (any `Serialize` value) as the event's body.
+    ///
+    /// # Errors
+    /// As [`Fastapihooks::emit`]. A value that is not JSON-serializable is
+    /// reported as a transform failure when the pipeline handles it.
+    pub fn send(&self, event_name: impl Into<String>, payload: &impl serde::Serialize) -> Result<EventId, EmitError> {
+        let value = serde_json::to_value(payload).unwrap_or(Value::Null);
+        self.emit(Emission::new(event_name).response_value(value))
+    }
+
+    /// The global default owner.
+    pub fn default_owner(&self) -> Option<&str> {
+        self.inner.pipeline.default_owner.as_deref()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    #[doc(hidden)]
+    pub fn __count_handle_missing(stats: Option<&Self>) {
+        if let Some(s) = stats {
+            Stats::inc(&s.inner.stats.handle_missing);
+        }
+    }
+
+    /// Stops intake and waits, up to `deadline`, until every queued event
+    /// and every pending delivery (retries included) is delivered or handed
+    /// to `on_failure`. Whatever is still pending at the deadline is handed
+    /// to `on_failure` as shut down. Then the HTTP connections close.
+    ///
+    /// After shutdown `emit` refuses new events (reporting them). Calling it
+    /// again returns at once.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let inner = &self.inner;
+        inner.intake_closed.cancel();
+        let stop_at = tokio::time::Instant::now() + deadline;
+        let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let mut drained = true;
+        if let Some(mut task) = task {
+            if tokio::time::timeout_at(stop_at, &mut task).await.is_err() {
+                drained = false;
+                inner.cancel.cancel();
+                let _ = task.await;
+            }
+        }
+        if let Some(dispatcher) = &inner.dispatcher {
+            let tasks = dispatcher.tasks();
+            tasks.close();
+            if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_err() {
+                drained = false;
+                dispatcher.cancel_token().cancel();
+                tasks.wait().await;
+            }
+        }
+        ShutdownReport { drained }
+    }
+}
+
+/// Configures and starts a [`Fastapihooks`] runtime.
+pub struct FastapihooksBuilder {
+    backend: Option<Arc<dyn Backend>>,
+    store: Option<Arc<dyn Store>>,
+    default_owner: Option<String>,
+    subscribers: Vec<(String, WebhookSubscription)>,
+    signing_secret: Option<Secret>,
+    failures: Option<Arc<dyn FailureHandler>>,
+    retry: RetryPolicy,
+    network: NetworkPolicy,
+    timeout: Duration,
+    connect_timeout: Duration,
+    queue_capacity: usize,
+    limits: Limits,
+}
+
+impl Default for FastapihooksBuilder {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            store: None,
+            default_owner: None,
+            subscribers: Vec::new(),
+            signing_secret: None,
+            failures: None,
+            retry: RetryPolicy::default(),
+            network: NetworkPolicy::default(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            queue_capacity: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl fmt::Debug for FastapihooksBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FastapihooksBuilder")
+            .field("default_owner", &self.default_owner)
+            .field("subscribers", &self.subscribers)
+            .field("signing_secret", &self.signing_secret)
+            .field("retry", &self.retry)
+            .field("network", &self.network)
+            .field("timeout", &self.timeout)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FastapihooksBuilder {
+    /// The backend (default: [`BackgroundTaskBackend`], in-process).
+    #[must_use]
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// The backend, already shared.
+    #[must_use]
+    pub fn backend_arc(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The subscription store (default: none, only static subscribers).
+    #[must_use]
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The subscription store, already shared.
+    #[must_use]
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The owner of events whose hook resolves none.
+    #[must_use]
+    pub fn default_owner(mut self, owner_id: impl Into<String>) -> Self {
+        self.default_owner = Some(owner_id.into());
+        self
+    }
+
+    /// A static subscriber: every `event_name` event also goes to it.
+    #[must_use]
+    pub fn subscriber(mut self, event_name: impl Into<String>, subscription: WebhookSubscription) -> Self {
+        self.subscribers.push((event_name.into(), subscription));
+        self
+    }
+
+    /// Signs every delivery with this secret.
+    #[must_use]
+    pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.signing_secret = Some(secret.into());
+        self
+    }
+
+    /// Where final failures go (default: logged at error level).
+    #[must_use]
+    pub fn on_failure(mut self, handler: impl FailureHandler) -> Self {
+        self.failures = Some(Arc::new(handler));
+        self
+    }
+
+    /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Which destinations are allowed (default: public addresses only).
+    #[must_use]
+    pub fn network_policy(mut self, policy: NetworkPolicy) -> Self {
+        self.network = policy;
+        self
+    }
+
+    /// Total time limit of one HTTP attempt (default 10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Time limit for connecting (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Requests in flight, all endpoints together (default 100).
+    #[must_use]
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.limits.max_concurrency = n.max(1);
+        self
+    }
+
+    /// Requests in flight to one endpoint (default 16).
+    #[must_use]
+    pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
+        self.limits.per_endpoint_concurrency = n.max(1);
+        self
+    }
+
+    /// Deliveries that may wait for one endpoint; past it, new ones go to
+    /// `on_failure` (default 10,000).
+    #[must_use]
+    pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
+        self.limits.max_endpoint_backlog = n.max(1);
+        self
+    }
+
+    /// Deliveries held in memory, all endpoints together; past it, delivery
+    /// pauses intake (default 100,000).
+    #[must_use]
+    pub fn max_pending_deliveries(mut self, n: usize) -> Self {
+        self.limits.max_pending_deliveries = n.max(1);
+        self
+    }
+
+    /// Capacity of the intake queue (default 10,000). When it is full,
+    /// `emit` hands the event to `on_failure` and returns at once.
+    #[must_use]
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Starts the runtime's tasks. Call inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// No Tokio runtime, an invalid static subscriber, or the HTTP client
+    /// could not be created.
+    pub fn build(self) -> Result<Fastapihooks, BuildError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let mut subscribers: HashMap<String, Vec<WebhookSubscription>> = HashMap::new();
+        for (event, sub) in self.subscribers {
+            let check = crate::subscription::validate_event_name(&event)
+                .and_then(|()| crate::subscription::validate_target_url(&sub.target_url).map(drop));
+            if let Err(error) = check {
+                return Err(BuildError::Subscriber { event, error });
+            }
+            subscribers.entry(event).or_default().push(sub);
+        }
+        let stats = Arc::new(Stats::default());
+        let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
+        let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
+        let dispatcher = if backend.delivers_in_process() {
+            let sender = Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
+            let d = Dispatcher::new(Shared {
+                sender,
+                store: self.store,
+                retry: self.retry,
+                failures: failures.clone(),
+                stats: stats.clone(),
+                global: Arc::new(Semaphore::new(self.limits.max_concurrency)),
+                pending: Arc::new(Semaphore::new(self.limits.max_pending_deliveries)),
+                limits: self.limits,
+                endpoints: Default::default(),
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+            });
+            d.spawn_consumer(backend.clone());
+            Some(d)
+        } else {
+            None
+        };
+        let pipeline = Arc::new(Pipeline {
+            backend,
+            default_owner: self.default_owner,
+            subscribers: subscribers.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
+            failures,
+            stats: stats.clone(),
+        });
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let intake_closed = CancellationToken::new();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(pipeline.clone().run(rx, intake_closed.clone(), cancel.clone()));
+        Ok(Fastapihooks {
+            inner: Arc::new(Inner {
+                tx,
+                capacity: self.queue_capacity,
+                pipeline,
+                stats,
+                intake_closed,
+                cancel,
+                pipeline_task: Mutex::new(Some(task)),
+                dispatcher,
+            }),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The runtime of [fastapihooks](https://docs.rs/fastapihooks): emission,
+//! backends, stores and the signed, retried delivery engine.
+//!
+//! Most users depend on the `fastapihooks` facade crate, which re-exports
+//! this one together with the `#[hook]` attribute.
+//!
+//! The modules follow the data flow:
+//!
+//! | stage | module |
+//! |---|---|
+//! | a handler's result becomes an [`Emission`], queued by [`Fastapihooks::emit`] | [`emit`] |
+//! | the pipeline runs the [`Transform`] and publishes an [`Event`] | [`emit`], [`backend`] |
+//! | a consumer fans the event out to its subscriptions | `dispatch`, [`store`] |
+//! | each delivery is signed, sent, retried or dead-lettered | [`sign`], [`send`], [`retry`], [`dead_letter`] |
+//!
+//! ```
+//! use fastapihooks_core::{Emission, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, Store, WebhookSubscription};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! store.add("order.created", WebhookSubscription::new("https://example.com/hooks")?).await?;
+//! let dead_letters = InMemoryDeadLetterQueue::new(1000);
+//! let hooks = Fastapihooks::builder()
+//!     .store(store)
+//!     .signing_secret("your-secret")
+//!     .on_failure(dead_letters.clone())
+//!     .build()?;
+//!
+//! // What `#[hook("order.created")]` does after the handler succeeded:
+//! let event_id = hooks.emit(Emission::new("order.created").response_value(json!({"id": "ord_123"})))?;
+//! assert!(event_id.as_str().starts_with("evt_"));
+//! # hooks.shutdown(std::time::Duration::from_millis(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backend;
+pub mod dead_letter;
+mod dispatch;
+pub mod emit;
+pub mod event;
+pub mod retry;
+pub mod secret;
+pub mod send;
+pub mod sign;
+mod stats;
+pub mod store;
+pub mod subscription;
+
+pub use backend::{Backend, BackendError, BackgroundTaskBackend};
+pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue};
+pub use emit::{
+    BuildError, EmitError, Emission, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload,
+    ResponsePayload, ShutdownReport, Transform, TransformError,
+};
+pub use event::{Event, EventId, Payload};
+pub use retry::RetryPolicy;
+pub use secret::Secret;
+pub use send::guard::NetworkPolicy;
+pub use stats::StatsSnapshot;
+pub use store::{MemoryStore, Store, StoreError};
+pub use subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};

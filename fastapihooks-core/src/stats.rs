@@ -1,0 +1,58 @@
+//! Counters: what happened to events and deliveries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared by the runtime's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) emitted: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
+    pub(crate) transform_failed: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) handle_missing: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            emitted: get(&self.emitted),
+            queue_full: get(&self.queue_full),
+            transform_failed: get(&self.transform_failed),
+            published: get(&self.published),
+            delivered: get(&self.delivered),
+            retried: get(&self.retried),
+            failed: get(&self.failed),
+            handle_missing: get(&self.handle_missing),
+        }
+    }
+}
+
+/// A copy of the runtime's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Events accepted by `emit`.
+    pub emitted: u64,
+    /// Events refused because the intake queue was full (sent to `on_failure`).
+    pub queue_full: u64,
+    /// Events whose transform failed or panicked (sent to `on_failure`).
+    pub transform_failed: u64,
+    /// Events handed to the backend.
+    pub published: u64,
+    /// Deliveries that got a 2xx.
+    pub delivered: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Final failures handed to `on_failure` (events and deliveries).
+    pub failed: u64,
+    /// Hooked requests that found no `Fastapihooks` handle (see `#[hook]`).
+    pub handle_missing: u64,
+}

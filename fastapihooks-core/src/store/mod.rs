@@ -1,0 +1,101 @@
+//! Stores: where subscriptions live. [`Store`] is the trait; [`MemoryStore`]
+//! is built in.
+//!
+//! A store is consulted on the delivery path (never on the request path):
+//! for each event, [`Store::subscriptions_for`] returns the subscriptions of
+//! the event's name that accept its owner.
+
+mod memory;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryStore;
+
+use crate::subscription::{
+    InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription,
+};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The subscription was refused before anything was written.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSubscription),
+    /// The store's backing service failed or could not be reached. Retryable.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data could not be read back.
+    #[error("corrupt stored subscription: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps a backing-service error.
+    pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(err.into())
+    }
+
+    /// True when trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Where subscriptions are kept.
+///
+/// Implementations must be safe to share across tasks. An unknown id is not
+/// an error: `remove` and `update` return `false`, `get` returns `None`.
+/// Implementations validate with [`WebhookSubscription::new`]-level rules
+/// before writing (use [`validate_new`]).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Adds a subscription to `event_name`; returns its new id.
+    async fn add(&self, event_name: &str, subscription: WebhookSubscription) -> Result<String, StoreError>;
+
+    /// Removes a subscription; `true` if it existed.
+    async fn remove(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// One subscription by id.
+    async fn get(&self, id: &str) -> Result<Option<StoredWebhookSubscription>, StoreError>;
+
+    /// Every subscription of `event_name`, whatever its owner.
+    async fn list(&self, event_name: &str) -> Result<Vec<StoredWebhookSubscription>, StoreError>;
+
+    /// A partial update (metadata merged); `true` if the subscription exists.
+    async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError>;
+
+    /// The subscriptions an event of `event_name` and `owner_id` goes to:
+    /// those of that owner, and those with no owner.
+    ///
+    /// The default filters [`Store::list`]; stores with an index override it.
+    async fn subscriptions_for(
+        &self,
+        event_name: &str,
+        owner_id: Option<&str>,
+    ) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        let mut subs = self.list(event_name).await?;
+        subs.retain(|s| s.accepts_owner(owner_id));
+        Ok(subs)
+    }
+}
+
+/// The checks every store makes before writing a new subscription.
+///
+/// # Errors
+/// An invalid event name, target URL, or bearer auth without a token.
+pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Result<(), InvalidSubscription> {
+    crate::subscription::validate_event_name(event_name)?;
+    crate::subscription::validate_target_url(&subscription.target_url)?;
+    if let crate::subscription::Auth::Bearer(token) = &subscription.auth {
+        if token.is_empty() {
+            return Err(InvalidSubscription::MissingBearerToken);
+        }
+    }
+    Ok(())
+}
+
+/// A new subscription id: `sub_` and a UUIDv7 in hex.
+pub fn new_subscription_id() -> String {
+    format!("sub_{}", uuid::Uuid::now_v7().simple())
+}

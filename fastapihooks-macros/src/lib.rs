@@ -1,0 +1,1 @@
+//! The `#[hook]` attribute (see the `fastapihooks` crate).

@@ -1,0 +1,23 @@
+//! # fastapihooks
+//!
+//! Webhook-enable any axum handler with one attribute: after the handler
+//! succeeds, an event is built, shaped by your transform, and delivered off
+//! the request path to every subscriber as a signed JSON POST, with retries,
+//! backoff and dead-lettering.
+//!
+//! ```
+//! use fastapihooks::{Emission, Fastapihooks, MemoryStore, Store, WebhookSubscription};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! store.add("order.created", WebhookSubscription::new("https://example.com/hooks")?).await?;
+//! let hooks = Fastapihooks::builder().store(store).signing_secret("your-secret").build()?;
+//! hooks.emit(Emission::new("order.created").response_value(json!({"id": "ord_123"})))?;
+//! hooks.shutdown(std::time::Duration::from_millis(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub use fastapihooks_core::*;
