@@ -65,6 +65,25 @@ impl From<&str> for Secret {
     }
 }
 
+/// A per-subscription signing secret, with an optional expiry for rotation:
+/// until `expires_at`, an old secret keeps signing beside the new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SigningSecret {
+    /// The secret (Standard Webhooks form: `whsec_` + base64).
+    pub secret: Secret,
+    /// When this secret stops signing; `None` never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SigningSecret {
+    /// A secret that does not expire.
+    pub fn new(secret: impl Into<Secret>) -> Self {
+        Self { secret: secret.into(), expires_at: None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

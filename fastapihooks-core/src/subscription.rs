@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SigningSecret};
 
 /// How a delivery authenticates to its endpoint.
 ///
@@ -138,6 +138,10 @@ pub struct WebhookSubscription {
     /// The tenant this subscription belongs to; `None` receives all owners' events.
     #[serde(default)]
     pub owner_id: Option<String>,
+    /// Per-subscription signing secrets (the newest first); during a
+    /// rotation every unexpired one signs. Empty: the global secret signs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SigningSecret>,
 }
 
 impl WebhookSubscription {
@@ -148,7 +152,7 @@ impl WebhookSubscription {
     pub fn new(target_url: impl Into<String>) -> Result<Self, InvalidSubscription> {
         let target_url = target_url.into();
         validate_target_url(&target_url)?;
-        Ok(Self { target_url, auth: Auth::None, metadata: Map::new(), owner_id: None })
+        Ok(Self { target_url, auth: Auth::None, metadata: Map::new(), owner_id: None, secrets: Vec::new() })
     }
 
     /// Sets bearer authentication.
@@ -196,6 +200,7 @@ impl fmt::Debug for WebhookSubscription {
             .field("auth", &self.auth)
             .field("metadata", &self.metadata)
             .field("owner_id", &self.owner_id)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
