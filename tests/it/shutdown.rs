@@ -1,0 +1,102 @@
+//! Graceful shutdown, and what never reaches logs or `Debug`.
+
+use std::time::Duration;
+
+use fastapihooks::{
+    DeliveryError, EmitError, InMemoryDeadLetterQueue, MemoryStore, RetryPolicy, Store, WebhookSubscription,
+};
+use serde_json::json;
+
+use crate::util::{LogCapture, Receiver, Reply, closed_port, local_builder};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_retries_before_returning() {
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(503), Reply::status(503), Reply::status(200)]);
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let hooks = local_builder()
+        .retry_policy(RetryPolicy::schedule([Duration::from_millis(200), Duration::from_millis(200)]))
+        .on_failure(dlq.clone())
+        .subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap())
+        .build()
+        .unwrap();
+    hooks.send("e", &json!({})).unwrap();
+    let report = hooks.shutdown(WAIT).await;
+    assert!(report.drained);
+    assert_eq!(rx.hits_for("/h").len(), 3, "the pending retries ran before shutdown returned");
+    assert!(dlq.is_empty());
+    assert_eq!(hooks.stats().delivered, 1);
+}
+
+#[tokio::test]
+async fn shutdown_deadline_hands_what_is_left_to_on_failure() {
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(503)]);
+    let dlq = InMemoryDeadLetterQueue::new(100);
+    let hooks = local_builder()
+        .retry_policy(RetryPolicy::schedule([Duration::from_secs(30)]))
+        .on_failure(dlq.clone())
+        .subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap())
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        hooks.send("e", &json!({"n": i})).unwrap();
+    }
+    rx.wait_for("/h", 5, WAIT).await;
+    let started = std::time::Instant::now();
+    let report = hooks.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the deadline is respected");
+    assert!(!report.drained);
+    let entries = dlq.entries();
+    assert_eq!(entries.len(), 5, "every pending retry is reported: {entries:?}");
+    for f in entries {
+        match f.error {
+            DeliveryError::Shutdown { last: Some(last) } => assert!(last.contains("503"), "{last}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn emit_after_shutdown_is_refused_and_reported() {
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let hooks = local_builder().on_failure(dlq.clone()).build().unwrap();
+    assert!(hooks.shutdown(WAIT).await.drained);
+    assert_eq!(hooks.send("e", &json!({"late": true})), Err(EmitError::ShutDown));
+    let f = &dlq.entries()[0];
+    assert_eq!(f.error, DeliveryError::Shutdown { last: None });
+    assert_eq!(f.event.payload.to_value(), json!({"late": true}));
+    // A second shutdown returns at once.
+    assert!(hooks.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_never_reach_debug_output_or_logs() {
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(500)]);
+    let dead = closed_port().await;
+    let store = MemoryStore::new();
+    let stored = WebhookSubscription::new(format!("http://127.0.0.1:{dead}/x?token=QUERY-SECRET"))
+        .unwrap()
+        .bearer("BEARER-SECRET-2");
+    let id = store.add("e", stored).await.unwrap();
+    let builder = local_builder()
+        .signing_secret("SIGNING-SECRET")
+        .store(store.clone())
+        .subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap().bearer("BEARER-SECRET-1"));
+    let builder_debug = format!("{builder:?}");
+    let hooks = builder.build().unwrap(); // no on_failure: failures are logged
+    hooks.send("e", &json!({})).unwrap();
+    assert!(hooks.shutdown(WAIT).await.drained);
+    let stored_debug = format!("{:?}", store.get(&id).await.unwrap().unwrap());
+    let text = format!("{builder_debug}\n{hooks:?}\n{stored_debug}\n{}", logs.text());
+    assert!(text.contains("webhook delivery failed"), "failures are logged at error level:\n{text}");
+    assert!(text.contains("ERROR"), "{text}");
+    for secret in ["SIGNING-SECRET", "BEARER-SECRET-1", "BEARER-SECRET-2", "QUERY-SECRET"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+}
