@@ -49,7 +49,7 @@ impl Default for Limits {
         Self {
             max_concurrency: 100,
             per_endpoint_concurrency: 16,
-            max_endpoint_backlog: 10_000,
+            max_endpoint_backlog: 50_000,
             max_pending_deliveries: 100_000,
             max_fan_outs: 256,
         }

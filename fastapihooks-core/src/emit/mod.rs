@@ -463,7 +463,7 @@ impl Default for FastapihooksBuilder {
             network: NetworkPolicy::default(),
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
-            queue_capacity: 10_000,
+            queue_capacity: 16_384,
             limits: Limits::default(),
         }
     }
@@ -583,7 +583,7 @@ impl FastapihooksBuilder {
     }
 
     /// Deliveries that may wait for one endpoint; past it, new ones go to
-    /// `on_failure` (default 10,000).
+    /// `on_failure` (default 50,000).
     #[must_use]
     pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
         self.limits.max_endpoint_backlog = n.max(1);
@@ -598,7 +598,7 @@ impl FastapihooksBuilder {
         self
     }
 
-    /// Capacity of the intake queue (default 10,000). When it is full,
+    /// Capacity of the intake queue (default 16,384). When it is full,
     /// `emit` hands the event to `on_failure` and returns at once.
     #[must_use]
     pub fn queue_capacity(mut self, n: usize) -> Self {

@@ -1,0 +1,124 @@
+//! The app under load: `POST /plain` and `POST /hooked` do the same work;
+//! `/hooked` also emits `order.created` to `--subscribers` subscriptions on
+//! the receiver. `GET /admin/stats` returns the runtime's counters and the
+//! process's memory.
+//!
+//! `bench-app --port 9200 --receiver http://127.0.0.1:9100 --subscribers 1 --secret S`
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fastapihooks::{Fastapihooks, MemoryStore, NetworkPolicy, RetryPolicy, Store, WebhookSubscription};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+struct OrderIn {
+    item: String,
+    qty: u32,
+}
+
+#[derive(Serialize)]
+struct Order {
+    id: u64,
+    item: String,
+    qty: u32,
+    status: &'static str,
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn make_order(o: OrderIn) -> Order {
+    Order { id: rand::random::<u64>() >> 12, item: o.item, qty: o.qty, status: "confirmed" }
+}
+
+async fn plain(Json(o): Json<OrderIn>) -> Json<Order> {
+    Json(make_order(o))
+}
+
+async fn hooked(State(hooks): State<Fastapihooks>, Json(o): Json<OrderIn>) -> Json<Order> {
+    let order = make_order(o);
+    let body = serde_json::to_vec(&order).unwrap_or_default();
+    let _ = hooks.emit(fastapihooks::Emission::new("order.created").response_json(body.into()));
+    Json(order)
+}
+
+#[derive(Deserialize)]
+struct Burst {
+    n: usize,
+}
+
+/// Emits `n` events at once, as `n` hooked requests would, without the HTTP.
+async fn burst(State(hooks): State<Fastapihooks>, axum::extract::Query(b): axum::extract::Query<Burst>) -> Json<Value> {
+    let mut refused = 0;
+    for i in 0..b.n {
+        let order = make_order(OrderIn { item: format!("burst-{i}"), qty: 1 });
+        let body = serde_json::to_vec(&order).unwrap_or_default();
+        if hooks.emit(fastapihooks::Emission::new("order.created").response_json(body.into())).is_err() {
+            refused += 1;
+        }
+    }
+    Json(json!({ "emitted": b.n - refused, "refused": refused }))
+}
+
+async fn stats(State(hooks): State<Fastapihooks>) -> Json<Value> {
+    let s = hooks.stats();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Json(json!({
+        "emitted": s.emitted, "queue_full": s.queue_full, "published": s.published,
+        "delivered": s.delivered, "retried": s.retried, "failed": s.failed,
+        "rss_kb": kb("VmRSS:"), "peak_rss_kb": kb("VmHWM:"),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = arg("--port").unwrap_or_else(|| "9200".into()).parse()?;
+    let receiver = arg("--receiver").unwrap_or_else(|| "http://127.0.0.1:9100".into());
+    let subscribers: usize = arg("--subscribers").unwrap_or_else(|| "1".into()).parse()?;
+    let secret = arg("--secret").unwrap_or_else(|| "bench-secret".into());
+    let queue: usize = arg("--queue").unwrap_or_else(|| "10000".into()).parse()?;
+    let backlog: usize = arg("--endpoint-backlog").unwrap_or_else(|| "10000".into()).parse()?;
+    let retry_base_ms: u64 = arg("--retry-base-ms").unwrap_or_else(|| "1000".into()).parse()?;
+
+    let store = MemoryStore::new();
+    for i in 0..subscribers {
+        store.add("order.created", WebhookSubscription::new(format!("{receiver}/s{i}"))?).await?;
+    }
+    let hooks = Fastapihooks::builder()
+        .store(store)
+        .signing_secret(secret)
+        .network_policy(NetworkPolicy::default().allow_loopback())
+        .retry_policy(RetryPolicy::exponential(3, Duration::from_millis(retry_base_ms), Duration::from_secs(60)))
+        .queue_capacity(queue)
+        .max_endpoint_backlog(backlog)
+        .on_failure(|_f: fastapihooks::DeliveryFailure| {})
+        .build()?;
+    let app = Router::new()
+        .route("/plain", post(plain))
+        .route("/hooked", post(hooked))
+        .route("/admin/stats", get(stats))
+        .route("/admin/burst", post(burst))
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    hooks.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
