@@ -96,13 +96,16 @@ async fn signing_interop_schemes_are_configurable() {
     hooks.shutdown(Duration::from_secs(5)).await;
 }
 
+/// What the handler saw: (webhook-id, payload) per verified request.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 #[derive(Clone, FromRef)]
 struct App {
     verifier: Verifier,
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: Seen,
 }
 
-async fn receive(State(seen): State<Arc<Mutex<Vec<(Option<String>, Value)>>>>, hook: VerifiedWebhook) -> Json<Value> {
+async fn receive(State(seen): State<Seen>, hook: VerifiedWebhook) -> Json<Value> {
     seen.lock().unwrap().push((hook.id.clone(), hook.payload));
     Json(json!({"ok": true}))
 }

@@ -14,7 +14,7 @@
 //!   no Standard Webhooks signature. It has no timestamp: it cannot stop
 //!   replays.
 //!
-//! With the `axum` feature, [`VerifiedWebhook`] does the same as an extractor.
+//! With the `axum` feature, `VerifiedWebhook` does the same as an axum extractor.
 //! Within the tolerance a replay still verifies: de-duplicate on
 //! [`Verified::id`] (the event id, the same on every retry) if that matters.
 //!
