@@ -282,7 +282,12 @@ impl Pipeline {
         }
     }
 
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Queued>, intake_closed: CancellationToken, cancel: CancellationToken) {
+    async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Queued>,
+        intake_closed: CancellationToken,
+        cancel: CancellationToken,
+    ) {
         let mut closing = false;
         loop {
             let q = tokio::select! {
@@ -412,12 +417,12 @@ impl Fastapihooks {
         let stop_at = tokio::time::Instant::now() + deadline;
         let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let mut drained = true;
-        if let Some(mut task) = task {
-            if tokio::time::timeout_at(stop_at, &mut task).await.is_err() {
-                drained = false;
-                inner.cancel.cancel();
-                let _ = task.await;
-            }
+        if let Some(mut task) = task
+            && tokio::time::timeout_at(stop_at, &mut task).await.is_err()
+        {
+            drained = false;
+            inner.cancel.cancel();
+            let _ = task.await;
         }
         if let Some(dispatcher) = &inner.dispatcher {
             let tasks = dispatcher.tasks();

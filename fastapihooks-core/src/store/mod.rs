@@ -11,9 +11,7 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 
-use crate::subscription::{
-    InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription,
-};
+use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +86,10 @@ pub trait Store: Send + Sync + 'static {
 pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Result<(), InvalidSubscription> {
     crate::subscription::validate_event_name(event_name)?;
     crate::subscription::validate_target_url(&subscription.target_url)?;
-    if let crate::subscription::Auth::Bearer(token) = &subscription.auth {
-        if token.is_empty() {
-            return Err(InvalidSubscription::MissingBearerToken);
-        }
+    if let crate::subscription::Auth::Bearer(token) = &subscription.auth
+        && token.is_empty()
+    {
+        return Err(InvalidSubscription::MissingBearerToken);
     }
     for secret in &subscription.secrets {
         secret.validate()?;
