@@ -8,7 +8,11 @@ need_apt=()
 # --- Debian packages: each section adds what its tests need -----------------
 # (servers for the SQL store and the Redis backend are added by their issues)
 # signing interop tests (tests/it/signing_*.rs) run python3 with standardwebhooks
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if ! command -v python3 >/dev/null 2>&1; then
+  need_apt+=(python3 python3-pip)
+elif ! python3 -c 'import standardwebhooks' >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3-pip)
+fi
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then

@@ -81,3 +81,31 @@ async fn signing_rotation_all_expired_is_never_sent_unsigned() {
     assert_eq!(failures.len(), 1);
     assert!(failures[0].error.to_string().contains("expired"), "{}", failures[0].error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_rotation_secrets_are_validated_before_they_are_stored() {
+    use fastapihooks::secret::SecretFormatError;
+    use fastapihooks::subscription::InvalidSubscription;
+    use fastapihooks::{BuildError, StoreError, SubscriptionUpdate};
+
+    let store = MemoryStore::new();
+    let bad = WebhookSubscription::new("https://example.com/h").unwrap().signing_secret("whsec_not*base64");
+    let err = store.add("e", bad).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(InvalidSubscription::SigningSecret(SecretFormatError::Base64))), "{err}");
+    let id = store.add("e", WebhookSubscription::new("https://example.com/h").unwrap()).await.unwrap();
+    let err = store.update(&id, SubscriptionUpdate::new().secrets(vec![SigningSecret::new("")])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(InvalidSubscription::SigningSecret(SecretFormatError::Empty))), "{err}");
+    let err = rotate_stored_secret(&store, &id, SigningSecret::new("whsec_"), chrono::Utc::now()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    // An update with secrets is persisted, and an empty list returns to the global secret.
+    let secrets = vec![SigningSecret::generate()];
+    assert!(store.update(&id, SubscriptionUpdate::new().secrets(secrets.clone())).await.unwrap());
+    assert_eq!(store.get(&id).await.unwrap().unwrap().secrets, secrets);
+    assert!(store.update(&id, SubscriptionUpdate::new().secrets(Vec::new())).await.unwrap());
+    assert!(store.get(&id).await.unwrap().unwrap().secrets.is_empty());
+
+    let err = local_hooks().signing_secret("whsec_%%").build().unwrap_err();
+    assert!(matches!(err, BuildError::SigningSecret(SecretFormatError::Base64)), "{err}");
+    let bad_static = WebhookSubscription::new("https://example.com/h").unwrap().signing_secret("whsec_%%");
+    assert!(matches!(local_hooks().subscriber("e", bad_static).build(), Err(BuildError::Subscriber { .. })));
+}
