@@ -45,12 +45,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // What a hooked handler does once it succeeded: emit, without waiting.
-    let event_id = hooks.emit(Emission::new("order.created").response_value(json!({"id": "ord_123", "status": "confirmed"})))?;
+    let event_id =
+        hooks.emit(Emission::new("order.created").response_value(json!({"id": "ord_123", "status": "confirmed"})))?;
     println!("emitted {event_id}");
 
     let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.ok_or("no delivery")?;
     println!("received POST /webhooks");
-    for name in ["content-type", "user-agent", "x-fastapihooks-event", "x-fastapihooks-event-id", "x-fastapihooks-signature"] {
+    for name in
+        ["content-type", "user-agent", "x-fastapihooks-event", "x-fastapihooks-event-id", "x-fastapihooks-signature"]
+    {
         println!("  {name}: {}", headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-"));
     }
     println!("  body: {}", String::from_utf8_lossy(&body));

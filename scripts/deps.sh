@@ -7,6 +7,12 @@ set -euo pipefail
 need_apt=()
 # --- Debian packages: each section adds what its tests need -----------------
 # (servers for the SQL store and the Redis backend are added by their issues)
+# signing interop tests (tests/it/signing_*.rs) run python3 with standardwebhooks
+if ! command -v python3 >/dev/null 2>&1; then
+  need_apt+=(python3 python3-pip)
+elif ! python3 -c 'import standardwebhooks' >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3-pip)
+fi
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then
@@ -16,4 +22,12 @@ if ((${#need_apt[@]})); then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- Python packages (after apt: pip may come from it) ------------------------
+# The signing interop tests verify deliveries with the Standard Webhooks
+# reference package `standardwebhooks`, which no one here wrote.
+if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check standardwebhooks 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages standardwebhooks
 fi

@@ -12,6 +12,7 @@
 //! | the pipeline runs the [`Transform`] and publishes an [`Event`] | [`emit`], [`backend`] |
 //! | a consumer fans the event out to its subscriptions | `dispatch`, [`store`] |
 //! | each delivery is signed, sent, retried or dead-lettered | [`sign`], [`send`], [`retry`], [`dead_letter`] |
+//! | a receiver checks the signature | [`verify`] |
 //!
 //! ```
 //! use fastapihooks_core::{Emission, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, Store, WebhookSubscription};
@@ -48,6 +49,7 @@ pub mod sign;
 mod stats;
 pub mod store;
 pub mod subscription;
+pub mod verify;
 
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};
 pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue};
@@ -57,8 +59,12 @@ pub use emit::{
 };
 pub use event::{Event, EventId, Payload};
 pub use retry::RetryPolicy;
-pub use secret::Secret;
+pub use secret::{Secret, SigningSecret};
 pub use send::guard::NetworkPolicy;
+pub use sign::{SignatureScheme, SignatureSchemes};
 pub use stats::StatsSnapshot;
 pub use store::{MemoryStore, Store, StoreError};
 pub use subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
+#[cfg(feature = "axum")]
+pub use verify::VerifiedWebhook;
+pub use verify::{Verifier, VerifyError};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::secret::{Secret, SigningSecret};
+use crate::secret::{Secret, SecretFormatError, SigningSecret};
 
 /// How a delivery authenticates to its endpoint.
 ///
@@ -85,6 +85,9 @@ pub enum InvalidSubscription {
     /// `auth_type` is `bearer` but no token was given.
     #[error("auth_type `bearer` needs a non-empty auth_value")]
     MissingBearerToken,
+    /// A signing secret cannot sign.
+    #[error("invalid signing secret: {0}")]
+    SigningSecret(#[from] SecretFormatError),
 }
 
 /// Checks that a target URL is one a webhook may be sent to: `http` or
@@ -183,6 +186,38 @@ impl WebhookSubscription {
         self
     }
 
+    /// Signs this subscription's deliveries with `secret` (replacing its
+    /// secrets). Give the receiver the same secret.
+    #[must_use]
+    pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.secrets = vec![SigningSecret::new(secret)];
+        self
+    }
+
+    /// Signs this subscription's deliveries with a new random `whsec_`
+    /// secret (replacing its secrets); read it back with
+    /// [`WebhookSubscription::current_secret`] to hand it to the receiver.
+    #[must_use]
+    pub fn generated_secret(self) -> Self {
+        self.signing_secret(Secret::generate())
+    }
+
+    /// The newest of this subscription's secrets, if it has any.
+    pub fn current_secret(&self) -> Option<&Secret> {
+        self.secrets.first().map(|s| &s.secret)
+    }
+
+    /// The secrets that sign at `now`, newest first.
+    pub fn active_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
+        self.secrets.iter().filter(move |s| s.is_active_at(now))
+    }
+
+    /// Rotates to `new`: it signs from now on, and the current secrets keep
+    /// signing beside it until `old_valid_until` (see [`crate::secret::rotate`]).
+    pub fn rotate_secret(&mut self, new: impl Into<Secret>, old_valid_until: DateTime<Utc>) {
+        self.secrets = crate::secret::rotate(&self.secrets, SigningSecret::new(new), old_valid_until, Utc::now());
+    }
+
     /// True when an event of `event_owner` may be delivered here: the
     /// subscription has no owner, or the same owner.
     pub fn accepts_owner(&self, event_owner: Option<&str>) -> bool {
@@ -261,6 +296,9 @@ pub struct SubscriptionUpdate {
     pub metadata: Option<Map<String, Value>>,
     /// A new owner (`Some(None)` clears it).
     pub owner_id: Option<Option<String>>,
+    /// New signing secrets, replacing the old list (newest first; an empty
+    /// list returns the subscription to the global secret).
+    pub secrets: Option<Vec<SigningSecret>>,
 }
 
 impl SubscriptionUpdate {
@@ -297,13 +335,24 @@ impl SubscriptionUpdate {
         self
     }
 
+    /// Replaces the signing secrets (see [`crate::secret::rotate`] to make
+    /// a rotated list).
+    #[must_use]
+    pub fn secrets(mut self, secrets: Vec<SigningSecret>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
     /// Validates the parts that can be checked without the store.
     ///
     /// # Errors
-    /// An invalid target URL.
+    /// An invalid target URL, or a signing secret that cannot sign.
     pub fn validate(&self) -> Result<(), InvalidSubscription> {
         if let Some(url) = &self.target_url {
             validate_target_url(url)?;
+        }
+        for secret in self.secrets.iter().flatten() {
+            secret.validate()?;
         }
         Ok(())
     }
@@ -321,6 +370,9 @@ impl SubscriptionUpdate {
         }
         if let Some(owner) = self.owner_id {
             sub.owner_id = owner;
+        }
+        if let Some(secrets) = self.secrets {
+            sub.secrets = secrets;
         }
     }
 }

@@ -60,11 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         unique: Mutex::new(HashSet::new()),
         last_unique_ms: AtomicU64::new(0),
     });
-    let app = Router::new()
-        .route("/stats", get(stats))
-        .route("/reset", post(reset))
-        .fallback(receive)
-        .with_state(counters);
+    let app =
+        Router::new().route("/stats", get(stats)).route("/reset", post(reset)).fallback(receive).with_state(counters);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -31,10 +31,10 @@ use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, LogFail
 use crate::dispatch::{Dispatcher, Limits, Shared};
 use crate::event::{Event, EventId, Payload};
 use crate::retry::RetryPolicy;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretFormatError};
 use crate::send::Sender;
 use crate::send::guard::NetworkPolicy;
-use crate::sign::Signer;
+use crate::sign::{SignatureScheme, SignatureSchemes, Signer};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 use crate::subscription::{InvalidSubscription, WebhookSubscription};
@@ -164,6 +164,9 @@ pub enum BuildError {
     /// The HTTP client could not be created.
     #[error("could not create the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The global signing secret cannot sign.
+    #[error("invalid signing secret: {0}")]
+    SigningSecret(#[from] SecretFormatError),
     /// A static subscriber is invalid.
     #[error("invalid static subscriber for `{event}`: {error}")]
     Subscriber {
@@ -441,6 +444,7 @@ pub struct FastapihooksBuilder {
     default_owner: Option<String>,
     subscribers: Vec<(String, WebhookSubscription)>,
     signing_secret: Option<Secret>,
+    signature_schemes: SignatureSchemes,
     failures: Option<Arc<dyn FailureHandler>>,
     retry: RetryPolicy,
     network: NetworkPolicy,
@@ -458,6 +462,7 @@ impl Default for FastapihooksBuilder {
             default_owner: None,
             subscribers: Vec::new(),
             signing_secret: None,
+            signature_schemes: SignatureSchemes::default(),
             failures: None,
             retry: RetryPolicy::default(),
             network: NetworkPolicy::default(),
@@ -475,6 +480,7 @@ impl fmt::Debug for FastapihooksBuilder {
             .field("default_owner", &self.default_owner)
             .field("subscribers", &self.subscribers)
             .field("signing_secret", &self.signing_secret)
+            .field("signature_schemes", &self.signature_schemes)
             .field("retry", &self.retry)
             .field("network", &self.network)
             .field("timeout", &self.timeout)
@@ -526,10 +532,21 @@ impl FastapihooksBuilder {
         self
     }
 
-    /// Signs every delivery with this secret.
+    /// Signs the deliveries of subscriptions that have no secrets of their
+    /// own with this secret (`whsec_...`, or any string: see
+    /// [`crate::secret`]).
     #[must_use]
     pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
         self.signing_secret = Some(secret.into());
+        self
+    }
+
+    /// The signature schemes each signed delivery carries (default: both
+    /// Standard Webhooks and the legacy `X-Fastapihooks-Signature`; an empty
+    /// list signs nothing). See [`crate::sign`].
+    #[must_use]
+    pub fn signature_schemes(mut self, schemes: impl IntoIterator<Item = SignatureScheme>) -> Self {
+        self.signature_schemes = schemes.into_iter().collect();
         self
     }
 
@@ -609,16 +626,20 @@ impl FastapihooksBuilder {
     /// Starts the runtime's tasks. Call inside a Tokio runtime.
     ///
     /// # Errors
-    /// No Tokio runtime, an invalid static subscriber, or the HTTP client
-    /// could not be created.
+    /// No Tokio runtime, an invalid signing secret or static subscriber, or
+    /// the HTTP client could not be created.
     pub fn build(self) -> Result<Fastapihooks, BuildError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime);
         }
+        if let Some(secret) = self.signing_secret.as_ref().filter(|s| !s.is_empty()) {
+            secret.signing_key()?;
+        }
         let mut subscribers: HashMap<String, Vec<WebhookSubscription>> = HashMap::new();
         for (event, sub) in self.subscribers {
             let check = crate::subscription::validate_event_name(&event)
-                .and_then(|()| crate::subscription::validate_target_url(&sub.target_url).map(drop));
+                .and_then(|()| crate::subscription::validate_target_url(&sub.target_url).map(drop))
+                .and_then(|()| sub.secrets.iter().try_for_each(|s| s.validate().map_err(Into::into)));
             if let Err(error) = check {
                 return Err(BuildError::Subscriber { event, error });
             }
@@ -628,8 +649,12 @@ impl FastapihooksBuilder {
         let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
         let dispatcher = if backend.delivers_in_process() {
-            let sender =
-                Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
+            let sender = Sender::new(
+                self.network,
+                Signer::new(self.signing_secret).with_schemes(self.signature_schemes),
+                self.timeout,
+                self.connect_timeout,
+            )?;
             let d = Dispatcher::new(Shared {
                 sender,
                 store: self.store,

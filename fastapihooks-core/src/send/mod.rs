@@ -94,7 +94,9 @@ impl Sender {
                 }
             }
         }
-        self.signer.sign(&body, &mut headers);
+        if let Err(e) = self.signer.sign(event.id.as_str(), chrono::Utc::now(), &body, &sub.secrets, &mut headers) {
+            return Attempt::Failed { error: DeliveryError::Refused(e.to_string()), retry_after: None };
+        }
 
         let result = self.client.post(url).headers(headers).body(body).send().await;
         match result {

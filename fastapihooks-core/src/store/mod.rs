@@ -81,7 +81,8 @@ pub trait Store: Send + Sync + 'static {
 /// The checks every store makes before writing a new subscription.
 ///
 /// # Errors
-/// An invalid event name, target URL, or bearer auth without a token.
+/// An invalid event name, target URL, bearer auth without a token, or a
+/// signing secret that cannot sign.
 pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Result<(), InvalidSubscription> {
     crate::subscription::validate_event_name(event_name)?;
     crate::subscription::validate_target_url(&subscription.target_url)?;
@@ -89,6 +90,9 @@ pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Res
         && token.is_empty()
     {
         return Err(InvalidSubscription::MissingBearerToken);
+    }
+    for secret in &subscription.secrets {
+        secret.validate()?;
     }
     Ok(())
 }
