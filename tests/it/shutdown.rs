@@ -100,3 +100,70 @@ async fn secrets_never_reach_debug_output_or_logs() {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
 }
+
+/// A one-connection HTTP/1.1 server on a raw socket: answers every request
+/// 200 with keep-alive, and reports when the client closes the connection.
+async fn keep_alive_server() -> (String, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/h", listener.local_addr().unwrap());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                let _ = closed_tx.send(());
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // One request = headers + Content-Length bytes of body.
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() < end + 4 + len {
+                    break;
+                }
+                buf.drain(..end + 4 + len);
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            }
+        }
+    });
+    (url, closed_rx)
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_http_connections() {
+    let (url, closed) = keep_alive_server().await;
+    let hooks = local_builder().subscriber("e", WebhookSubscription::new(url).unwrap()).build().unwrap();
+    // Two deliveries, one after the other, share one keep-alive connection
+    // (the server accepts only one).
+    hooks.send("e", &json!(1)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hooks.send("e", &json!(2)).unwrap();
+    // Keep a clone alive: shutdown itself must close the connections.
+    let _still_held = hooks.clone();
+    assert!(hooks.shutdown(WAIT).await.drained);
+    assert_eq!(hooks.stats().delivered, 2);
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection was closed by shutdown")
+        .expect("server saw EOF");
+}
+
+#[tokio::test]
+async fn concurrent_shutdowns_both_wait_for_the_drain() {
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(200).delay(Duration::from_millis(300))]);
+    let hooks = local_builder().subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap()).build().unwrap();
+    hooks.send("e", &json!({})).unwrap();
+    let (a, b) = tokio::join!(hooks.shutdown(WAIT), hooks.shutdown(WAIT));
+    assert!(a.drained && b.drained);
+    assert_eq!(rx.hits_for("/h").len(), 1);
+    assert_eq!(hooks.stats().delivered, 1, "the second call returned only after the delivery");
+}

@@ -210,7 +210,11 @@ struct Inner {
     intake_closed: CancellationToken,
     cancel: CancellationToken,
     pipeline_task: Mutex<Option<JoinHandle<()>>>,
-    dispatcher: Option<Dispatcher>,
+    /// Taken (and dropped, closing the HTTP connections) by `shutdown`.
+    dispatcher: Mutex<Option<Dispatcher>>,
+    in_process: bool,
+    /// Held for the whole shutdown; holds its report once done.
+    shutdown: tokio::sync::Mutex<Option<ShutdownReport>>,
 }
 
 /// What the pipeline task needs: everything to turn an emission into a
@@ -335,7 +339,7 @@ impl fmt::Debug for Fastapihooks {
         f.debug_struct("Fastapihooks")
             .field("capacity", &self.inner.capacity)
             .field("default_owner", &self.inner.pipeline.default_owner)
-            .field("in_process", &self.inner.dispatcher.is_some())
+            .field("in_process", &self.inner.in_process)
             .finish_non_exhaustive()
     }
 }
@@ -409,10 +413,14 @@ impl Fastapihooks {
     /// to `on_failure`. Whatever is still pending at the deadline is handed
     /// to `on_failure` as shut down. Then the HTTP connections close.
     ///
-    /// After shutdown `emit` refuses new events (reporting them). Calling it
-    /// again returns at once.
+    /// After shutdown `emit` refuses new events (reporting them). A second
+    /// call waits for the first to finish and returns the same report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
+        let mut done = inner.shutdown.lock().await;
+        if let Some(report) = *done {
+            return report;
+        }
         inner.intake_closed.cancel();
         let stop_at = tokio::time::Instant::now() + deadline;
         let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -424,7 +432,8 @@ impl Fastapihooks {
             inner.cancel.cancel();
             let _ = task.await;
         }
-        if let Some(dispatcher) = &inner.dispatcher {
+        let dispatcher = inner.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(dispatcher) = dispatcher {
             let tasks = dispatcher.tasks();
             tasks.close();
             if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_err() {
@@ -432,8 +441,13 @@ impl Fastapihooks {
                 dispatcher.cancel_token().cancel();
                 tasks.wait().await;
             }
+            // Every task is done: this drops the last reference to the HTTP
+            // client, which closes its pooled connections.
+            drop(dispatcher);
         }
-        ShutdownReport { drained }
+        let report = ShutdownReport { drained };
+        *done = Some(report);
+        report
     }
 }
 
@@ -693,7 +707,9 @@ impl FastapihooksBuilder {
                 intake_closed,
                 cancel,
                 pipeline_task: Mutex::new(Some(task)),
-                dispatcher,
+                in_process: dispatcher.is_some(),
+                dispatcher: Mutex::new(dispatcher),
+                shutdown: tokio::sync::Mutex::new(None),
             }),
         })
     }

@@ -1,0 +1,64 @@
+"""Turns bench/load.sh's raw `key value` lines into a Markdown report:
+median and range over the runs, beside each issue-6 target."""
+
+import statistics
+import sys
+from collections import defaultdict
+
+path, runs, duration = sys.argv[1], sys.argv[2], sys.argv[3]
+values = defaultdict(list)
+for line in open(path):
+    key, value = line.split()
+    values[key].append(float(value))
+
+ROWS = [
+    ("a_ratio", "(a) 0 subscribers, saturation: hooked / plain req/s", ">= 0.97", lambda v: v >= 0.97),
+    ("a_plain_rps", "(a) plain endpoint req/s", "", None),
+    ("fixed5k_p99_ratio", "5,000 req/s: p99 with 1 subscriber / p99 with 0", "<= 1.25", lambda v: v <= 1.25),
+    ("fixed5k_p99_0sub_ms", "5,000 req/s: p99, 0 subscribers (ms)", "", None),
+    ("fixed5k_p99_1sub_ms", "5,000 req/s: p99, 1 subscriber (ms)", "", None),
+    ("fixed5k_backlog_s", "5,000 req/s: backlog when the load stops (s of load)", "< 1", lambda v: v < 1),
+    ("fixed5k_lag_ms", "5,000 req/s: lag until all delivered (ms)", "", None),
+    ("b1_rps_vs_plain", "(b) 1 subscriber, saturation: req/s / plain", "", None),
+    ("b1_events_per_s", "(b) 1 subscriber: events fully delivered per s", ">= 12,200 (50x 244)", lambda v: v >= 12200),
+    ("b1_backlog_at_stop", "(b) 1 subscriber: backlog at stop (deliveries)", "", None),
+    ("b1_lag_ms", "(b) 1 subscriber: lag until all delivered (ms)", "", None),
+    ("b1_reported", "(b) 1 subscriber: reported to on_failure", "", None),
+    ("b1_lost", "(b) 1 subscriber: lost", "0", lambda v: v == 0),
+    ("b1_bad_signatures", "(b) 1 subscriber: bad signatures", "0", lambda v: v == 0),
+    ("b10_rps_vs_plain", "(b) 10 subscribers, saturation: req/s / plain", "", None),
+    ("b10_events_per_s", "(b) 10 subscribers: events fully delivered per s", ">= 17,500 (50x 350)", lambda v: v >= 17500),
+    ("b10_deliveries_per_s", "(b) 10 subscribers: deliveries per s", "", None),
+    ("b10_backlog_at_stop", "(b) 10 subscribers: backlog at stop (deliveries)", "", None),
+    ("b10_lag_ms", "(b) 10 subscribers: lag until all delivered (ms)", "", None),
+    ("b10_reported", "(b) 10 subscribers: reported to on_failure", "", None),
+    ("b10_lost", "(b) 10 subscribers: lost", "0", lambda v: v == 0),
+    ("b10_bad_signatures", "(b) 10 subscribers: bad signatures", "0", lambda v: v == 0),
+    ("c_burst_ms", "(c) 20,000-request burst: until all delivered (ms)", "< 2,000", lambda v: v < 2000),
+    ("c_burst_delivered", "(c) burst: delivered", "20,000", lambda v: v == 20000),
+    ("c_peak_rss_mb", "(c) burst: peak RSS (MB)", "< 64", lambda v: v < 64),
+    ("d_receiver_rps", "(d) receiver capacity, signed bodies (req/s)", "", None),
+    ("d_10sub_share", "(d) 10-subscriber deliveries/s / receiver capacity", ">= 0.5", lambda v: v >= 0.5),
+    ("e_delivered", "(e) 30 % 503s, 5,000 events: delivered", "", None),
+    ("e_reported", "(e) 30 % 503s: dead-lettered (all 4 attempts failed)", "", None),
+    ("e_lost", "(e) 30 % 503s: lost", "0", lambda v: v == 0),
+    ("m_dead_rss_mb", "dead subscriber, 100,000 events: RSS (MB)", "bounded", None),
+    ("m_dead_reported", "dead subscriber: reported to on_failure", "", None),
+]
+
+
+def fmt(v):
+    return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+
+
+print(f"Runs: {runs}, load duration {duration} s. Median [min .. max].\n")
+print("| measurement | median [range] | target | met |")
+print("|---|---|---|---|")
+for key, label, target, ok in ROWS:
+    if key not in values:
+        continue
+    v = values[key]
+    med = statistics.median(v)
+    rng = f" [{fmt(min(v))} .. {fmt(max(v))}]" if len(v) > 1 else ""
+    met = "" if ok is None else ("yes" if ok(med) else "**no**")
+    print(f"| {label} | {fmt(med)}{rng} | {target} | {met} |")
