@@ -98,6 +98,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn close(&self) -> Result<(), BackendError>;
 
     /// True when the app itself must run the consumer (no sidecar worker).
+    /// Such a backend loses its events with the process anyway, so the
+    /// consumer does not call [`Backend::ack`] for it.
     fn delivers_in_process(&self) -> bool {
         false
     }

@@ -52,22 +52,24 @@ impl Endpoints {
     }
 }
 
-/// The endpoint a URL's deliveries share limits on: `scheme://host:port`.
-fn endpoint_key(target: &str) -> Arc<str> {
-    match url::Url::parse(target) {
-        Ok(u) => {
-            format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)).into()
-        }
-        Err(_) => target.into(),
-    }
+/// The endpoint a URL's deliveries share limits on: `scheme://host[:port]`
+/// (the URL's serialization before the path; a default port is omitted, so
+/// `https://a` and `https://a:443` are one endpoint).
+fn endpoint_key(url: &url::Url) -> &str {
+    &url[..url::Position::BeforePath]
 }
 
 /// Queues a job for its endpoint and starts a worker if the endpoint has
 /// room for one. A first attempt is dead-lettered at once when the endpoint's
 /// backlog is full; a retry always gets in (it already counted).
 pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
-    let key = endpoint_key(&job.sub.target_url);
     let mut map = shared.endpoints.lock();
+    let key = endpoint_key(&job.url);
+    // Allocate the key only for an endpoint not seen yet.
+    let key: Arc<str> = match map.get_key_value(key) {
+        Some((k, _)) => k.clone(),
+        None => Arc::from(key),
+    };
     let queue = map.entry(key.clone()).or_default();
     if !retry && queue.len() >= shared.limits.max_endpoint_backlog {
         let pending = queue.len();
@@ -129,7 +131,7 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>) {
         let attempt = tokio::select! {
             biased;
             () = shared.cancel.cancelled() => None,
-            a = tracing::Instrument::instrument(shared.sender.send(&job.event, &job.sub), span.clone()) => Some(a),
+            a = tracing::Instrument::instrument(shared.sender.send(&job.event, &job.sub, &job.url), span.clone()) => Some(a),
         };
         drop(permit);
         let _enter = span.enter();
@@ -174,9 +176,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_keys_include_default_ports() {
-        assert_eq!(&*endpoint_key("https://a.example/x?y"), "https://a.example:443");
-        assert_eq!(&*endpoint_key("http://127.0.0.1:8080/h"), "http://127.0.0.1:8080");
-        assert_ne!(endpoint_key("http://127.0.0.1:8080/"), endpoint_key("http://127.0.0.1:8081/"));
+    fn endpoint_keys_are_scheme_host_and_port() {
+        let key = |s: &str| endpoint_key(&url::Url::parse(s).unwrap()).to_owned();
+        assert_eq!(key("https://a.example/x?y"), "https://a.example");
+        assert_eq!(key("https://a.example:443/z"), "https://a.example");
+        assert_eq!(key("http://127.0.0.1:8080/h"), "http://127.0.0.1:8080");
+        assert_ne!(key("http://127.0.0.1:8080/"), key("http://127.0.0.1:8081/"));
+        assert_ne!(key("http://a.example/"), key("https://a.example/"));
     }
 }

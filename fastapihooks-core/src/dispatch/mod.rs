@@ -106,7 +106,8 @@ impl EventDone {
     }
 
     fn ack(self: &Arc<Self>, shared: &Shared) {
-        if self.abandoned.load(Ordering::Relaxed) {
+        // An in-process backend has nothing to redeliver: no ack to send.
+        if self.abandoned.load(Ordering::Relaxed) || self.backend.delivers_in_process() {
             return;
         }
         let this = self.clone();
@@ -123,6 +124,8 @@ pub(crate) struct Job {
     pub(crate) event: Arc<Event>,
     pub(crate) sub: Arc<WebhookSubscription>,
     pub(crate) sub_id: Option<Arc<str>>,
+    /// The subscription's target URL, parsed.
+    pub(crate) url: url::Url,
     /// Attempts made so far.
     pub(crate) attempts: u32,
     pub(crate) done: Arc<EventDone>,
@@ -248,6 +251,23 @@ impl Dispatcher {
             backend,
         });
         for (sub, sub_id) in targets {
+            // Parsed once per delivery, here: the endpoint key and every
+            // attempt reuse it.
+            let url = match crate::subscription::validate_target_url(&sub.target_url) {
+                Ok(url) => url,
+                Err(e) => {
+                    let error = DeliveryError::Refused(e.to_string());
+                    shared.fail(DeliveryFailure {
+                        event: event.clone(),
+                        subscription: Some(sub),
+                        subscription_id: sub_id.map(|s| s.to_string()),
+                        error,
+                        attempts: 0,
+                    });
+                    done.finish(shared, true);
+                    continue;
+                }
+            };
             let slot = tokio::select! {
                 biased;
                 slot = shared.pending.clone().acquire_owned() => slot.expect("never closed"),
@@ -258,7 +278,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let job = Job { event: event.clone(), sub, sub_id, attempts: 0, done: done.clone(), _slot: slot };
+            let job = Job { event: event.clone(), sub, sub_id, url, attempts: 0, done: done.clone(), _slot: slot };
             endpoint::enqueue(&self.shared, job, false);
         }
         done.finish(shared, true);

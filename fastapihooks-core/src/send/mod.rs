@@ -67,12 +67,11 @@ impl Sender {
         Ok(Self { client, policy, signer, timeout })
     }
 
-    /// One POST of `event` to `sub`.
-    pub(crate) async fn send(&self, event: &Event, sub: &WebhookSubscription) -> Attempt {
-        let url = match self.vet(&sub.target_url) {
-            Ok(url) => url,
-            Err(error) => return Attempt::Failed { error, retry_after: None },
-        };
+    /// One POST of `event` to `sub`, whose target URL is `url` (parsed).
+    pub(crate) async fn send(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Attempt {
+        if let Err(error) = self.vet(url) {
+            return Attempt::Failed { error, retry_after: None };
+        }
         let body = event.payload.as_bytes().clone();
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -98,7 +97,7 @@ impl Sender {
             return Attempt::Failed { error: DeliveryError::Refused(e.to_string()), retry_after: None };
         }
 
-        let result = self.client.post(url).headers(headers).body(body).send().await;
+        let result = self.client.post(url.clone()).headers(headers).body(body).send().await;
         match result {
             Ok(mut resp) => {
                 let status = resp.status();
@@ -130,20 +129,15 @@ impl Sender {
         }
     }
 
-    /// Parses the URL and, for IP-literal hosts (which skip the resolver),
-    /// applies the network policy here.
-    fn vet(&self, target: &str) -> Result<Url, DeliveryError> {
-        let url =
-            crate::subscription::validate_target_url(target).map_err(|e| DeliveryError::Refused(e.to_string()))?;
+    /// For IP-literal hosts (which skip the resolver), applies the network
+    /// policy here.
+    fn vet(&self, url: &Url) -> Result<(), DeliveryError> {
         let ip = match url.host() {
-            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-            _ => None,
+            Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+            _ => return Ok(()),
         };
-        if let Some(ip) = ip {
-            self.policy.check(&ip.to_string(), ip).map_err(|e| DeliveryError::Refused(e.to_string()))?;
-        }
-        Ok(url)
+        self.policy.check(&ip.to_string(), ip).map_err(|e| DeliveryError::Refused(e.to_string()))
     }
 
     fn classify(&self, err: reqwest::Error) -> DeliveryError {
