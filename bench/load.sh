@@ -41,7 +41,7 @@ jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no server at $1" >&2; exit 1; }
 
 start_receiver() { # [args...]
-  "$BIN/bench-receiver" --port $RX_PORT --secret $SECRET "$@" & RX_PID=$!; PIDS+=("$RX_PID")
+  "$BIN/bench-receiver" --port $RX_PORT --ports 10 --secret $SECRET "$@" & RX_PID=$!; PIDS+=("$RX_PID")
   [[ " $* " == *" --hang "* ]] || wait_port "$RX/stats"
 }
 stop_receiver() { kill "$RX_PID"; wait "$RX_PID" 2>/dev/null || true; }
@@ -83,7 +83,7 @@ for run in $(seq "$RUNS"); do
   record a_plain_rps "$plain"; record a_hooked_rps "$hooked"
   record a_ratio "$(python3 -c "print($hooked / $plain)")"
   # Fixed rate 5,000 req/s with 0 subscribers: the p99 baseline.
-  p99_0=$(oha --no-tui -j -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+  p99_0=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
   stop_app
 
   # (b) 1 and 10 subscribers: saturation, then fixed rate.
@@ -107,7 +107,7 @@ for run in $(seq "$RUNS"); do
     if ((subs == 1)); then
       curl -s -XPOST "$RX/reset" >/dev/null
       before=$(app_stat emitted)
-      p99_1=$(oha --no-tui -j -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+      p99_1=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
       at_stop=$(rx_stat unique)
       want=$(( $(app_stat emitted) - before ))
       record fixed5k_p99_ratio "$(python3 -c "print($p99_1 / $p99_0)")"
@@ -123,7 +123,7 @@ for run in $(seq "$RUNS"); do
   start_app 1
   curl -s -XPOST "$RX/reset" >/dev/null
   t0=$(date +%s%3N)
-  oha --no-tui -j -n 20000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" >/dev/null
+  oha --no-tui --output-format json -n 20000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" >/dev/null
   drain 20000 >/dev/null
   t1=$(date +%s%3N)
   record c_burst_ms "$((t1 - t0))"
@@ -141,7 +141,7 @@ for run in $(seq "$RUNS"); do
   start_receiver --fail-rate 0.3
   start_app 1 --retry-base-ms 50
   n=5000
-  oha --no-tui -j -n $n -c 32 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" >/dev/null
+  oha --no-tui --output-format json -n $n -c 32 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" >/dev/null
   drain $n >/dev/null
   sleep 2 # the last retries (≤ 4 attempts, 50..400 ms apart)
   got=$(rx_stat unique); failed=$(app_stat failed)

@@ -90,21 +90,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let receiver = arg("--receiver").unwrap_or_else(|| "http://127.0.0.1:9100".into());
     let subscribers: usize = arg("--subscribers").unwrap_or_else(|| "1".into()).parse()?;
     let secret = arg("--secret").unwrap_or_else(|| "bench-secret".into());
-    let queue: usize = arg("--queue").unwrap_or_else(|| "10000".into()).parse()?;
-    let backlog: usize = arg("--endpoint-backlog").unwrap_or_else(|| "10000".into()).parse()?;
     let retry_base_ms: u64 = arg("--retry-base-ms").unwrap_or_else(|| "1000".into()).parse()?;
 
     let store = MemoryStore::new();
+    // Subscriber i is on port base + i: distinct endpoints, as distinct
+    // subscribers' servers would be.
+    let (host, base) = receiver.rsplit_once(':').ok_or("--receiver needs a port")?;
+    let base: u16 = base.parse()?;
     for i in 0..subscribers {
-        store.add("order.created", WebhookSubscription::new(format!("{receiver}/s{i}"))?).await?;
+        let port = base + u16::try_from(i)?;
+        store.add("order.created", WebhookSubscription::new(format!("{host}:{port}/s{i}"))?).await?;
     }
-    let hooks = Fastapihooks::builder()
+    // The library's defaults, unless a limit is given.
+    let mut builder = Fastapihooks::builder();
+    if let Some(q) = arg("--queue") {
+        builder = builder.queue_capacity(q.parse()?);
+    }
+    if let Some(b) = arg("--endpoint-backlog") {
+        builder = builder.max_endpoint_backlog(b.parse()?);
+    }
+    let hooks = builder
         .store(store)
         .signing_secret(secret)
         .network_policy(NetworkPolicy::default().allow_loopback())
         .retry_policy(RetryPolicy::exponential(3, Duration::from_millis(retry_base_ms), Duration::from_secs(60)))
-        .queue_capacity(queue)
-        .max_endpoint_backlog(backlog)
         .on_failure(|_f: fastapihooks::DeliveryFailure| {})
         .build()?;
     let app = Router::new()

@@ -2,10 +2,12 @@
 //! counts unique deliveries (by event id and path), and can fail a share of
 //! requests with 503.
 //!
-//! `bench-receiver --port 9100 --secret S [--fail-rate 0.3] [--hang]`; `GET /stats`
+//! `bench-receiver --port 9100 [--ports 10] --secret S [--fail-rate 0.3] [--hang]`
+//! (listening on `--ports` consecutive ports); `GET /stats`
 //! returns the counters as JSON, `POST /reset` zeroes them.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -62,8 +64,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let app =
         Router::new().route("/stats", get(stats)).route("/reset", post(reset)).fallback(receive).with_state(counters);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await?;
+    // One port per subscriber: distinct subscribers are distinct endpoints.
+    let ports: u16 = arg("--ports").unwrap_or_else(|| "1".into()).parse()?;
+    let mut servers = Vec::new();
+    for p in port..port + ports.max(1) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", p)).await?;
+        servers.push(tokio::spawn(axum::serve(listener, app.clone()).into_future()));
+    }
+    for s in servers {
+        s.await??;
+    }
     Ok(())
 }
 
