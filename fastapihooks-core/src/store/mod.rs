@@ -11,9 +11,7 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 
-use crate::subscription::{
-    InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription,
-};
+use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,4 @@
+//! The integration tests, in one binary.
+
+mod hook_emission;
+mod hook_util;
