@@ -31,6 +31,24 @@ fn has_impl_trait(ty: &Type) -> bool {
     walk(quote! { #ty })
 }
 
+/// Gives every token the span `span`, so that an error about generated code
+/// lands on the user's token.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                t = proc_macro2::TokenTree::Group(ng);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
+}
+
 /// Strips `( T )` and invisible groups.
 fn peel(ty: &Type) -> &Type {
     match ty {
@@ -125,7 +143,8 @@ impl Outcomes<'_> {
                 }
             }
             _ => {
-                let call = quote_spanned! {ty.span()=> #p::hook_outcome(&#value, #response) };
+                let call = respan(quote! { #p::hook_outcome }, ty.span());
+                let call = quote! { #call(&#value, #response) };
                 quote! {
                     {
                         let __fh_o = if #ok { #call } else { #p::Outcome::Skip };
@@ -164,7 +183,7 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
     let (headers, credentials, response, request) =
         (args.headers(), args.credentials(), args.response(), args.request());
     let owner = args.owner.as_ref().map(|path| {
-        let call = quote_spanned! {path.span()=> #path(__fh_parts) };
+        let call = quote! { #path(__fh_parts) };
         quote! {
             fn owner(__fh_parts: &#p::Parts) -> ::core::option::Option<#p::String> {
                 #call
@@ -172,7 +191,8 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         }
     });
     let transform = args.transform.as_ref().map(|path| {
-        let make = quote_spanned! {path.span()=> #p::Transform::new(#path) };
+        let new = respan(quote! { #p::Transform::new }, path.span());
+        let make = quote! { #new(#path) };
         quote! {
             fn transform() -> ::core::option::Option<#p::Transform> {
                 static __FH_TRANSFORM: #p::LazyLock<#p::Transform> = #p::LazyLock::new(|| #make);

@@ -1,4 +1,5 @@
 //! The integration tests, in one binary.
 
 mod hook_emission;
+mod hook_options;
 mod hook_util;
