@@ -143,8 +143,7 @@ impl Outcomes<'_> {
                 }
             }
             _ => {
-                let call = respan(quote! { #p::hook_outcome }, ty.span());
-                let call = quote! { #call(&#value, #response) };
+                let call = respan(quote! { #p::hook_outcome(&#value, #response) }, ty.span());
                 quote! {
                     {
                         let __fh_o = if #ok { #call } else { #p::Outcome::Skip };

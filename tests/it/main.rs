@@ -2,4 +2,5 @@
 
 mod hook_emission;
 mod hook_options;
+mod hook_request;
 mod hook_util;
