@@ -136,7 +136,7 @@ impl Outcomes<'_> {
                 quote! {
                     {
                         let (#(#parts,)*) = #value;
-                        let #ok_var: bool = #status_ok;
+                        let #ok_var: ::core::primitive::bool = #status_ok;
                         let (#last, __fh_o) = #inner;
                         ((#(#parts,)*), __fh_o)
                     }
@@ -285,10 +285,10 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
 
         #allow
         impl #p::HookSite for #site {
-            const EVENT: &'static str = #event;
-            const HEADERS: bool = #headers;
-            const CREDENTIALS: bool = #credentials;
-            const RESPONSE: bool = #response;
+            const EVENT: &'static ::core::primitive::str = #event;
+            const HEADERS: ::core::primitive::bool = #headers;
+            const CREDENTIALS: ::core::primitive::bool = #credentials;
+            const RESPONSE: ::core::primitive::bool = #response;
             #owner
             #transform
         }
