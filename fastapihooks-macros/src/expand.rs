@@ -190,8 +190,7 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         }
     });
     let transform = args.transform.as_ref().map(|path| {
-        let new = respan(quote! { #p::Transform::new }, path.span());
-        let make = quote! { #new(#path) };
+        let make = respan(quote! { #p::Transform::new(#path) }, path.span());
         quote! {
             fn transform() -> ::core::option::Option<#p::Transform> {
                 static __FH_TRANSFORM: #p::LazyLock<#p::Transform> = #p::LazyLock::new(|| #make);
