@@ -24,10 +24,10 @@ fn event_name(lit: &LitStr) -> syn::Result<()> {
         Some("is empty".to_owned())
     } else if name.len() > MAX_EVENT_LEN {
         Some(format!("is {} characters long, over the limit of {MAX_EVENT_LEN}", name.len()))
-    } else if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        Some(format!("contains {c:?}"))
     } else {
-        None
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+            .map(|c| format!("contains {c:?}"))
     };
     match problem {
         None => Ok(()),
@@ -65,14 +65,12 @@ pub(crate) fn check(args: &HookArgs, item: &ItemFn) -> syn::Result<()> {
             }
         }
     }
-    if let Some(krate) = &args.krate {
-        if let Err(e) = krate.parse::<syn::Path>() {
-            push(
-                &mut errors,
-                syn::Error::new(krate.span(), format!("`crate` must be a path, like \"fastapihooks\": {e}")),
-            );
-        }
+    if let Some(krate) = &args.krate
+        && let Err(e) = krate.parse::<syn::Path>()
+    {
+        push(&mut errors, syn::Error::new(krate.span(), format!("`crate` must be a path, like \"fastapihooks\": {e}")));
     }
+
     let sig = &item.sig;
     if sig.asyncness.is_none() {
         push(
@@ -100,22 +98,22 @@ pub(crate) fn check(args: &HookArgs, item: &ItemFn) -> syn::Result<()> {
             ),
         );
     }
-    if args.request() {
-        if let Some(FnArg::Typed(last)) = sig.inputs.last() {
-            if let Some(ident) = last_ident(&last.ty).filter(|i| STREAMING.iter().any(|s| *i == s)) {
-                push(
-                    &mut errors,
-                    syn::Error::new(
-                        last.ty.span(),
-                        format!(
-                            "`include_request = true` cannot capture a streaming body (`{ident}`): extract \
-                             `Bytes`, `String` or `Json<T>` instead, or remove `include_request`"
-                        ),
-                    ),
-                );
-            }
-        }
+    if args.request()
+        && let Some(FnArg::Typed(last)) = sig.inputs.last()
+        && let Some(ident) = last_ident(&last.ty).filter(|i| STREAMING.iter().any(|s| *i == s))
+    {
+        push(
+            &mut errors,
+            syn::Error::new(
+                last.ty.span(),
+                format!(
+                    "`include_request = true` cannot capture a streaming body (`{ident}`): extract \
+                     `Bytes`, `String` or `Json<T>` instead, or remove `include_request`"
+                ),
+            ),
+        );
     }
+
     match errors {
         Some(e) => Err(e),
         None => Ok(()),

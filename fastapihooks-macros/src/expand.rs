@@ -157,7 +157,7 @@ impl Outcomes<'_> {
 
 /// `Response` or `Response<Body>`: read back as it is.
 fn is_plain_response(ty: &Type) -> bool {
-    if !last_ident(ty).is_some_and(|i| i == "Response") {
+    if last_ident(ty).is_none_or(|i| i != "Response") {
         return false;
     }
     match type_args(ty).as_slice() {
