@@ -3,9 +3,9 @@
 //! Use it through the `fastapihooks` crate, which documents it and provides
 //! the runtime its expansion calls (`::fastapihooks::__private`).
 //!
-//! The work is split like thiserror's: [`args`] parses the attribute into
-//! typed arguments that keep their spans, [`check`] validates the arguments
-//! and the handler, [`expand`] generates the code.
+//! The work is split like thiserror's: `args` parses the attribute into
+//! typed arguments that keep their spans, `check` validates the arguments
+//! and the handler, `expand` generates the code.
 
 mod args;
 mod check;
