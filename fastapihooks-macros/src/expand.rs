@@ -97,11 +97,18 @@ impl Outcomes<'_> {
         let response = self.response;
         let ty = peel(ty);
         match ty {
-            Type::ImplTrait(_) => {
-                quote! { #p::read_back(#p::IntoResponse::into_response(#value), #ok && #response).await }
-            }
-            Type::Path(_) if is_plain_response(ty) => {
-                quote! { #p::read_back(#value, #ok && #response).await }
+            Type::ImplTrait(_) | Type::Path(_) if matches!(ty, Type::ImplTrait(_)) || is_plain_response(ty) => {
+                let into = if matches!(ty, Type::ImplTrait(_)) {
+                    quote! { #p::IntoResponse::into_response(#value) }
+                } else {
+                    quote! { #value }
+                };
+                quote! {
+                    {
+                        let __fh_r = #into;
+                        if #ok { #p::read_back(__fh_r, #response).await } else { (__fh_r, #p::Outcome::Skip) }
+                    }
+                }
             }
             Type::Path(_) if last_ident(ty).is_some_and(|i| i == "Result") && !type_args(ty).is_empty() => {
                 let ok_ty = type_args(ty)[0];
@@ -268,20 +275,25 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
     };
     let mut outcomes = Outcomes { private: &p, response, counter: 0 };
     let out = format_ident!("__fh_out");
-    let outcome = outcomes.outcome_of(&out_ty, &out, &quote! { true });
+    // No handle, no event: then the outcome costs nothing (no serialization).
+    let outcome = outcomes.outcome_of(&out_ty, &out, &quote! { #p::HookParts::is_active(&__fh_hook) });
 
     let mut outer_sig = sig.clone();
     outer_sig.inputs = syn::parse_quote!(#(#outer_params),*);
 
+    // A handler under `#[cfg]` takes its site with it.
+    let cfgs: Vec<&syn::Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
     let allow = quote! {
         #[allow(non_camel_case_types, unreachable_pub, missing_docs, missing_debug_implementations, dead_code)]
     };
     let span = Span::call_site();
     quote_spanned! {span=>
+        #(#cfgs)*
         #[doc(hidden)]
         #allow
         #vis struct #site;
 
+        #(#cfgs)*
         #allow
         impl #p::HookSite for #site {
             const EVENT: &'static ::core::primitive::str = #event;
@@ -293,6 +305,7 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         }
 
         #(#outer_attrs)*
+        #[allow(clippy::too_many_arguments)]
         #vis #outer_sig {
             #(#inner_attrs)*
             #[allow(clippy::too_many_arguments)]

@@ -116,6 +116,11 @@ async fn impl_error() -> impl axum::response::IntoResponse {
     (StatusCode::BAD_REQUEST, Json(json!({"error": "bad"})))
 }
 
+#[hook("impl.error")]
+async fn tuple_status_over_impl() -> (StatusCode, impl axum::response::IntoResponse) {
+    (StatusCode::BAD_REQUEST, Json(json!({"inner": "200 but overridden"})))
+}
+
 #[hook("tuple.parts")]
 async fn tuple_parts() -> (StatusCode, [(&'static str, &'static str); 1], Json<serde_json::Value>) {
     (StatusCode::OK, [("x-extra", "1")], Json(json!({"parts": 3})))
@@ -151,6 +156,7 @@ async fn hook_return_types_decide_emission_and_payload() {
         .route("/unit", get(plain_unit))
         .route("/impl", get(impl_json))
         .route("/impl-error", get(impl_error))
+        .route("/tuple-error", get(tuple_status_over_impl))
         .route("/tuple", get(tuple_parts))
         .route("/response", get(response_plain))
         .route("/result/{ok}", get(result_impl))
@@ -171,6 +177,8 @@ async fn hook_return_types_decide_emission_and_payload() {
     assert_eq!(rx.next().await.body, json!({"made": true}));
 
     let (s, _, _) = call(app.clone(), get_req("/impl-error")).await;
+    assert_eq!(s, 400);
+    let (s, _, _) = call(app.clone(), get_req("/tuple-error")).await;
     assert_eq!(s, 400);
     rx.nothing(Duration::from_millis(200)).await;
 

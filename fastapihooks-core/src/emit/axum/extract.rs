@@ -128,6 +128,12 @@ where
 }
 
 impl<Site: HookSite> HookParts<Site> {
+    /// Whether a handle was found: without one, nothing is emitted and the
+    /// handler's output need not be inspected.
+    pub fn is_active(&self) -> bool {
+        self.hooks.is_some()
+    }
+
     /// Emits the event when the handler succeeded (`outcome` is
     /// [`Outcome::Emit`]) and a handle was found. Never awaits; a refused
     /// event was already reported to `on_failure` by [`Fastapihooks::emit`].
