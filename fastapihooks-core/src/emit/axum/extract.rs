@@ -58,6 +58,9 @@ pub trait HooksFromState {
     fn hooks(&self, parts: &Parts) -> Option<Fastapihooks>;
 }
 
+// Errors name `HooksFromState` (whose message says how to fix it) rather
+// than this impl's `FromRef` bound.
+#[diagnostic::do_not_recommend]
 impl<S> HooksFromState for S
 where
     Fastapihooks: FromRef<S>,
