@@ -138,6 +138,15 @@ async fn result_impl(
     if ok { Ok(Json(json!({"r": "ok"}))) } else { Err(AppError) }
 }
 
+/// A `Result` alias is not recognised by its syntax: it goes through
+/// `HookResponse`, which is implemented for `Result` too.
+type ApiResult<T> = Result<T, AppError>;
+
+#[hook("result.impl")]
+async fn aliased(axum::extract::Path(ok): axum::extract::Path<bool>) -> ApiResult<Json<serde_json::Value>> {
+    if ok { Ok(Json(json!({"alias": true}))) } else { Err(AppError) }
+}
+
 #[tokio::test]
 async fn hook_return_types_decide_emission_and_payload() {
     let mut rx = Receiver::start().await;
@@ -160,6 +169,7 @@ async fn hook_return_types_decide_emission_and_payload() {
         .route("/tuple", get(tuple_parts))
         .route("/response", get(response_plain))
         .route("/result/{ok}", get(result_impl))
+        .route("/alias/{ok}", get(aliased))
         .with_state(hooks.clone());
 
     let (s, _, _) = call(app.clone(), get_req("/status")).await;
@@ -197,5 +207,11 @@ async fn hook_return_types_decide_emission_and_payload() {
     let (s, body, _) = call(app.clone(), get_req("/result/true")).await;
     assert_eq!((s, &body[..]), (200, &br#"{"r":"ok"}"#[..]));
     assert_eq!(rx.next().await.body, json!({"r": "ok"}));
+
+    let (s, _, _) = call(app.clone(), get_req("/alias/false")).await;
+    assert_eq!(s, 409);
+    rx.nothing(Duration::from_millis(200)).await;
+    call(app.clone(), get_req("/alias/true")).await;
+    assert_eq!(rx.next().await.body, json!({"alias": true}));
     hooks.shutdown(Duration::from_secs(2)).await;
 }
