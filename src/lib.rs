@@ -5,6 +5,9 @@
 //! the request path to every subscriber as a signed JSON POST, with retries,
 //! backoff and dead-lettering.
 //!
+//! Put [`macro@hook`] on an axum handler (see its docs, and
+//! `cargo run --example quickstart`); the runtime below is what it calls.
+//!
 //! ```
 //! use fastapihooks::{Emission, Fastapihooks, MemoryStore, Store, WebhookSubscription};
 //! use serde_json::json;

@@ -215,3 +215,40 @@ async fn hook_return_types_decide_emission_and_payload() {
     assert_eq!(rx.next().await.body, json!({"alias": true}));
     hooks.shutdown(Duration::from_secs(2)).await;
 }
+
+#[hook("slow.subscriber")]
+async fn fast_handler() -> Json<serde_json::Value> {
+    Json(json!({"fast": true}))
+}
+
+#[tokio::test]
+async fn hook_emits_off_the_request_path_slow_subscriber_does_not_delay_response() {
+    // A subscriber that takes 2 s to answer.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let slow = Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let hooks = crate::hook_util::builder()
+        .subscriber("slow.subscriber", fastapihooks::WebhookSubscription::new(url).unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new().route("/", get(fast_handler)).with_state(hooks.clone());
+    let started = std::time::Instant::now();
+    let (s, _, _) = call(app, get_req("/")).await;
+    assert_eq!(s, 200);
+    assert!(started.elapsed() < Duration::from_millis(500), "the response waited for the subscriber");
+    let body = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(&body[..], br#"{"fast":true}"#);
+    hooks.shutdown(Duration::from_secs(2)).await;
+}
