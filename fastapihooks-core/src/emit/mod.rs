@@ -281,12 +281,7 @@ impl Pipeline {
         }
     }
 
-    async fn run(
-        self: Arc<Self>,
-        mut rx: mpsc::Receiver<Queued>,
-        intake_closed: CancellationToken,
-        cancel: CancellationToken,
-    ) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Queued>, intake_closed: CancellationToken, cancel: CancellationToken) {
         let mut closing = false;
         loop {
             let q = tokio::select! {
@@ -630,8 +625,7 @@ impl FastapihooksBuilder {
         let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
         let dispatcher = if backend.delivers_in_process() {
-            let sender =
-                Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
+            let sender = Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
             let d = Dispatcher::new(Shared {
                 sender,
                 store: self.store,

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStore;
 
-use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
+use crate::subscription::{
+    InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
