@@ -5,6 +5,9 @@
 //! the request path to every subscriber as a signed JSON POST, with retries,
 //! backoff and dead-lettering.
 //!
+//! Put [`macro@hook`] on an axum handler (see its docs, and
+//! `cargo run --example quickstart`); the runtime below is what it calls.
+//!
 //! ```
 //! use fastapihooks::{Emission, Fastapihooks, MemoryStore, Store, WebhookSubscription};
 //! use serde_json::json;
@@ -20,4 +23,22 @@
 //! # }
 //! ```
 
+pub use fastapihooks_core::emit::axum::HookResponse;
 pub use fastapihooks_core::*;
+
+#[doc = include_str!("docs/hook.md")]
+#[doc(inline)]
+pub use fastapihooks_macros::hook;
+
+/// What the expansion of `#[hook]` names. Not public API: it changes with
+/// the macro, whose version the facade pins exactly.
+#[doc(hidden)]
+pub mod __private {
+    pub use ::core::clone::Clone;
+    pub use ::std::string::String;
+    pub use ::std::sync::LazyLock;
+
+    pub use fastapihooks_core::Transform;
+    pub use fastapihooks_core::emit::axum::deps::{IntoResponse, Parts, StatusCode};
+    pub use fastapihooks_core::emit::axum::{Captured, HookParts, HookSite, Outcome, hook_outcome, read_back};
+}

@@ -4,6 +4,11 @@
 mod delivery;
 mod emission_pipeline;
 mod guard;
+mod hook_emission;
+mod hook_hygiene;
+mod hook_options;
+mod hook_request;
+mod hook_util;
 mod shutdown;
 mod signing_interop;
 mod signing_replay;

@@ -6,6 +6,8 @@
 //! context, runs the transform, makes the [`Event`] and publishes it to the
 //! backend.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod context;
 mod transform;
 
