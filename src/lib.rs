@@ -42,3 +42,8 @@ pub mod __private {
     pub use fastapihooks_core::emit::axum::deps::{IntoResponse, Parts, StatusCode};
     pub use fastapihooks_core::emit::axum::{Captured, HookParts, HookSite, Outcome, hook_outcome, read_back};
 }
+
+/// The README's code blocks, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
