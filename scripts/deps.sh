@@ -7,6 +7,12 @@ set -euo pipefail
 need_apt=()
 # --- Debian packages: each section adds what its tests need -----------------
 # (servers for the SQL store and the Redis backend are added by their issues)
+# SQL store: PostgreSQL (initdb, pg_ctl) and MariaDB (mariadb-install-db,
+# mariadbd, the mariadb client); scripts/test.sh starts them in a temporary folder.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+{ command -v mariadbd || [[ -x /usr/sbin/mariadbd ]]; } >/dev/null 2>&1 || need_apt+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then

@@ -213,7 +213,10 @@ mod tests {
     use crate::event::Payload;
 
     fn failure(n: u32) -> DeliveryFailure {
-        let mut f = DeliveryFailure::of_event(Arc::new(Event::new("e", Payload::null())), DeliveryError::Status { status: 500 });
+        let mut f = DeliveryFailure::of_event(
+            Arc::new(Event::new("e", Payload::null())),
+            DeliveryError::Status { status: 500 },
+        );
         f.attempts = n;
         f
     }

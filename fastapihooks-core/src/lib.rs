@@ -52,7 +52,7 @@ pub mod subscription;
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};
 pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue};
 pub use emit::{
-    BuildError, EmitError, Emission, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload,
+    BuildError, Emission, EmitError, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload,
     ResponsePayload, ShutdownReport, Transform, TransformError,
 };
 pub use event::{Event, EventId, Payload};

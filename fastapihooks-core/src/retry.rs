@@ -162,7 +162,10 @@ mod tests {
         let later = now + Duration::from_secs(30);
         let d = parse_retry_after(&httpdate::fmt_http_date(later), now).unwrap();
         assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
-        assert_eq!(parse_retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(60)), now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(60)), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -55,8 +55,9 @@ impl Endpoints {
 /// The endpoint a URL's deliveries share limits on: `scheme://host:port`.
 fn endpoint_key(target: &str) -> Arc<str> {
     match url::Url::parse(target) {
-        Ok(u) => format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0))
-            .into(),
+        Ok(u) => {
+            format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)).into()
+        }
         Err(_) => target.into(),
     }
 }
@@ -74,7 +75,11 @@ pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
         job.fail(shared, DeliveryError::EndpointBacklogFull { pending });
         return;
     }
-    if retry { queue.retries.push_back(job) } else { queue.fresh.push_back(job) }
+    if retry {
+        queue.retries.push_back(job)
+    } else {
+        queue.fresh.push_back(job)
+    }
     if queue.workers < shared.limits.per_endpoint_concurrency.max(1) {
         queue.workers += 1;
         drop(map);

@@ -225,17 +225,14 @@ impl Dispatcher {
         let shared = &self.shared;
         let event = Arc::new(received.event);
         let owner = event.owner_id.as_deref();
-        let mut targets: Vec<(Arc<WebhookSubscription>, Option<Arc<str>>)> = event
-            .subscribers
-            .iter()
-            .filter(|s| s.accepts_owner(owner))
-            .map(|s| (Arc::new(s.clone()), None))
-            .collect();
+        let mut targets: Vec<(Arc<WebhookSubscription>, Option<Arc<str>>)> =
+            event.subscribers.iter().filter(|s| s.accepts_owner(owner)).map(|s| (Arc::new(s.clone()), None)).collect();
         let mut complete = true;
         if let Some(store) = &shared.store {
             match self.lookup(store.as_ref(), &event).await {
-                Ok(subs) => targets
-                    .extend(subs.into_iter().map(|s| (Arc::new(s.subscription), Some(Arc::<str>::from(s.id))))),
+                Ok(subs) => {
+                    targets.extend(subs.into_iter().map(|s| (Arc::new(s.subscription), Some(Arc::<str>::from(s.id)))))
+                }
                 Err(error) => {
                     complete = !matches!(error, DeliveryError::Shutdown { .. });
                     shared.fail(DeliveryFailure::of_event(event.clone(), error));

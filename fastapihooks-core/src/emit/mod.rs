@@ -279,7 +279,12 @@ impl Pipeline {
         }
     }
 
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Queued>, intake_closed: CancellationToken, cancel: CancellationToken) {
+    async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Queued>,
+        intake_closed: CancellationToken,
+        cancel: CancellationToken,
+    ) {
         let mut closing = false;
         loop {
             let q = tokio::select! {
@@ -409,12 +414,12 @@ impl Fastapihooks {
         let stop_at = tokio::time::Instant::now() + deadline;
         let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let mut drained = true;
-        if let Some(mut task) = task {
-            if tokio::time::timeout_at(stop_at, &mut task).await.is_err() {
-                drained = false;
-                inner.cancel.cancel();
-                let _ = task.await;
-            }
+        if let Some(mut task) = task
+            && tokio::time::timeout_at(stop_at, &mut task).await.is_err()
+        {
+            drained = false;
+            inner.cancel.cancel();
+            let _ = task.await;
         }
         if let Some(dispatcher) = &inner.dispatcher {
             let tasks = dispatcher.tasks();
@@ -623,7 +628,8 @@ impl FastapihooksBuilder {
         let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
         let dispatcher = if backend.delivers_in_process() {
-            let sender = Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
+            let sender =
+                Sender::new(self.network, Signer::new(self.signing_secret), self.timeout, self.connect_timeout)?;
             let d = Dispatcher::new(Shared {
                 sender,
                 store: self.store,

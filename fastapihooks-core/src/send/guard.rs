@@ -83,10 +83,10 @@ impl NetworkPolicy {
         }
         // An IPv6 form of an IPv4 address is judged as that IPv4 address,
         // so an allow-list entry for 127.0.0.0/8 also covers ::ffff:127.0.0.1.
-        if let Some(v4) = embedded_ipv4(ip) {
-            if self.allowed.iter().any(|n| n.contains(&IpAddr::V4(v4))) {
-                return true;
-            }
+        if let Some(v4) = embedded_ipv4(ip)
+            && self.allowed.iter().any(|n| n.contains(&IpAddr::V4(v4)))
+        {
+            return true;
         }
         is_global(ip)
     }
@@ -212,10 +212,33 @@ mod tests {
     #[test]
     fn refuses_non_global_addresses() {
         for a in [
-            "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "100.127.255.255", "224.0.0.1", "255.255.255.255", "198.18.0.1", "240.0.0.1", "192.0.2.1", "::1", "::",
-            "fe80::1", "fc00::1", "fd12::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
-            "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "::127.0.0.1", "2002:7f00:1::", "2001:db8::1",
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "240.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "::127.0.0.1",
+            "2002:7f00:1::",
+            "2001:db8::1",
         ] {
             assert!(!is_global(ip(a)), "{a} must be refused");
             assert!(!NetworkPolicy::default().permits(ip(a)), "{a}");

@@ -131,7 +131,8 @@ impl Sender {
     /// Parses the URL and, for IP-literal hosts (which skip the resolver),
     /// applies the network policy here.
     fn vet(&self, target: &str) -> Result<Url, DeliveryError> {
-        let url = crate::subscription::validate_target_url(target).map_err(|e| DeliveryError::Refused(e.to_string()))?;
+        let url =
+            crate::subscription::validate_target_url(target).map_err(|e| DeliveryError::Refused(e.to_string()))?;
         let ip = match url.host() {
             Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
             Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),

@@ -71,12 +71,8 @@ impl Store for MemoryStore {
         event_name: &str,
         owner_id: Option<&str>,
     ) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let mut subs: Vec<_> = self
-            .read()
-            .values()
-            .filter(|s| s.event_name == event_name && s.accepts_owner(owner_id))
-            .cloned()
-            .collect();
+        let mut subs: Vec<_> =
+            self.read().values().filter(|s| s.event_name == event_name && s.accepts_owner(owner_id)).cloned().collect();
         subs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(subs)
     }

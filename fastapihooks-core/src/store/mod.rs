@@ -1,19 +1,26 @@
 //! Stores: where subscriptions live. [`Store`] is the trait; [`MemoryStore`]
-//! is built in.
+//! is built in, [`CachedStore`] puts a short-lived cache in front of any
+//! store, and `sql::SqlStore` (features `postgres`, `mysql`, `sqlite`) keeps
+//! them in a SQL database. The `conformance` feature adds
+//! `conformance::run`, the checks every store must pass.
 //!
 //! A store is consulted on the delivery path (never on the request path):
 //! for each event, [`Store::subscriptions_for`] returns the subscriptions of
 //! the event's name that accept its owner.
 
+mod cached;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod sql;
 
 use async_trait::async_trait;
 
+pub use cached::{CacheStats, CachedStore};
 pub use memory::MemoryStore;
 
-use crate::subscription::{
-    InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription,
-};
+use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +94,10 @@ pub trait Store: Send + Sync + 'static {
 pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Result<(), InvalidSubscription> {
     crate::subscription::validate_event_name(event_name)?;
     crate::subscription::validate_target_url(&subscription.target_url)?;
-    if let crate::subscription::Auth::Bearer(token) = &subscription.auth {
-        if token.is_empty() {
-            return Err(InvalidSubscription::MissingBearerToken);
-        }
+    if let crate::subscription::Auth::Bearer(token) = &subscription.auth
+        && token.is_empty()
+    {
+        return Err(InvalidSubscription::MissingBearerToken);
     }
     Ok(())
 }
