@@ -35,6 +35,18 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | the axum integration used by `#[hook]` |
+//! | `postgres` | no | `store::sql::SqlStore` on PostgreSQL (`postgres://`) |
+//! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
+//! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
+//! | `conformance` | no | `store::conformance`: the checks every [`Store`] must pass, for your own store's tests |
+//!
+//! Subscription stores are described in `docs/stores.md`.
 
 pub mod backend;
 pub mod dead_letter;

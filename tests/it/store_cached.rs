@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fastapihooks::store::{CacheStats, CachedStore, StoreError};
+use fastapihooks::store::{CachedStore, StoreError};
 use fastapihooks::{MemoryStore, Store, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 use tokio::sync::Notify;
 
@@ -113,7 +113,7 @@ async fn a_lookup_that_raced_a_write_is_not_cached() {
     entered.notified().await;
     release.notify_one();
     assert_eq!(next.await.unwrap().len(), 1);
-    assert_eq!(store.stats(), CacheStats { misses: 2, ..store.stats() });
+    assert_eq!(store.stats().misses, 2);
 }
 
 /// Fails look-ups `failures` times, then works.

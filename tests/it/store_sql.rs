@@ -201,3 +201,75 @@ mod sqlite {
         assert!(matches!(err, SqlConnectError::Connect { dialect: Dialect::Sqlite, .. }), "{err}");
     }
 }
+
+/// The runtime reads a (cached) SQL store for every event and delivers to
+/// the owner's and the ownerless subscriptions only, with their auth.
+#[allow(dead_code)]
+async fn sql_store_subscriptions_get_deliveries_scoped_by_owner(store: SqlStore) {
+    use axum::http::HeaderMap;
+    use axum::routing::post;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Option<String>)>();
+    let app = axum::Router::new().route(
+        "/{who}",
+        post(move |axum::extract::Path(who): axum::extract::Path<String>, headers: HeaderMap| {
+            let tx = tx.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let _ = tx.send((who, auth));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // An event name of this run: the PostgreSQL and MariaDB databases are shared.
+    let event = format!("order.created.{}", std::process::id());
+    let acme = store.add(&event, sub(&format!("{base}/acme")).owner("acme").bearer("acme-token")).await.unwrap();
+    let open = store.add(&event, sub(&format!("{base}/open"))).await.unwrap();
+    let globex = store.add(&event, sub(&format!("{base}/globex")).owner("globex")).await.unwrap();
+    let cached = fastapihooks::store::CachedStore::new(store.clone());
+
+    let hooks = Fastapihooks::builder()
+        .store(cached)
+        .network_policy(fastapihooks::NetworkPolicy::default().allow_loopback())
+        .build()
+        .expect("build");
+    hooks.emit(Emission::new(event.clone()).owner(Some("acme".into())).response_value(json!({"id": 1}))).expect("emit");
+
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let delivery =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a delivery").expect("open");
+        got.push(delivery);
+    }
+    got.sort();
+    assert_eq!(got, [("acme".to_owned(), Some("Bearer acme-token".to_owned())), ("open".to_owned(), None)]);
+    hooks.shutdown(Duration::from_secs(2)).await;
+    assert!(rx.try_recv().is_err(), "globex's subscription got acme's event");
+    for id in [acme, open, globex] {
+        store.remove(&id).await.unwrap();
+    }
+    server.abort();
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_store_subscriptions_get_deliveries_scoped_by_owner() {
+    let store = store_util::sql::sqlite().await;
+    sql_store_subscriptions_get_deliveries_scoped_by_owner(store.store.clone()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_subscriptions_get_deliveries_scoped_by_owner() {
+    sql_store_subscriptions_get_deliveries_scoped_by_owner(store_util::sql::postgres().await.store).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn mysql_store_subscriptions_get_deliveries_scoped_by_owner() {
+    sql_store_subscriptions_get_deliveries_scoped_by_owner(store_util::sql::mysql().await.store).await;
+}

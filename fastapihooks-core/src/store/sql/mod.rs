@@ -434,12 +434,17 @@ struct SqlError {
 fn unavailable(dialect: Dialect, op: &'static str, source: sqlx::Error) -> StoreError {
     let hint = match &source {
         sqlx::Error::PoolTimedOut => " (is the database up and reachable?)",
-        sqlx::Error::Database(_) if op != "init" => " (did `SqlStore::init` run?)",
+        sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => " (did `SqlStore::init` run?)",
         _ => "",
     };
     let decode = matches!(source, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
     let err = SqlError { dialect, op, source, hint: if decode { "" } else { hint } };
     if decode { StoreError::Corrupt(err.to_string()) } else { StoreError::unavailable(err) }
+}
+
+/// "No such table": PostgreSQL `42P01`, MySQL `42S02` / 1146, SQLite's message.
+fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(err.code().as_deref(), Some("42P01" | "42S02" | "1146")) || err.message().contains("no such table")
 }
 
 /// A new row, serialized for binding.
