@@ -2,6 +2,8 @@
 //! that is down (a clear, retryable error; the event is retried, then handed
 //! to `on_failure`), SQLite files.
 
+#![allow(unused_imports)] // which ones are used depends on the SQL features
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,7 +12,6 @@ use fastapihooks::store::sql::{Dialect, SqlConnectError, SqlStore};
 use fastapihooks::{DeliveryError, Emission, Fastapihooks, InMemoryDeadLetterQueue, RetryPolicy, Store};
 use serde_json::json;
 
-#[allow(unused_imports)]
 use super::store_util::{self, Counting, TempDb, closed_port, sub};
 
 #[tokio::test]
