@@ -13,6 +13,9 @@ cleanup() {
   if [[ -n ${PG_DATA:-} && -f $PG_DATA/postmaster.pid ]]; then
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1 || true
   fi
+  if [[ -n ${MY_INSTALL:-} ]]; then
+    kill "$MY_INSTALL" 2>/dev/null || true
+  fi
   if [[ -n ${MY_PID:-} ]]; then
     kill "$MY_PID" 2>/dev/null || true
     wait "$MY_PID" 2>/dev/null || true
@@ -25,6 +28,13 @@ trap cleanup EXIT
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# The MariaDB datadir is made while PostgreSQL starts (below).
+mkdir -p "$WORK/mysql"
+MY_OPTS=(--no-defaults --datadir="$WORK/mysql/data" --user="$(id -un)")
+mariadb-install-db "${MY_OPTS[@]}" --auth-root-authentication-method=normal --skip-test-db \
+  >"$WORK/mysql/install.log" 2>&1 &
+MY_INSTALL=$!
 
 # PostgreSQL (the SQL store): a throw-away cluster in $WORK, trust auth on
 # 127.0.0.1, durability off (tests only). initdb refuses to run as root, so
@@ -48,10 +58,8 @@ export FASTAPIHOOKS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/po
 # MariaDB (the SQL store, MySQL dialect): a throw-away datadir in $WORK.
 MY_DIR="$WORK/mysql"
 MY_PORT=$(free_port)
-mkdir -p "$MY_DIR"
-MY_OPTS=(--no-defaults --datadir="$MY_DIR/data" --user="$(id -un)")
-mariadb-install-db "${MY_OPTS[@]}" --auth-root-authentication-method=normal --skip-test-db \
-  >"$MY_DIR/install.log" 2>&1 || { cat "$MY_DIR/install.log" >&2; exit 1; }
+while [[ $MY_PORT == "$PG_PORT" ]]; do MY_PORT=$(free_port); done
+wait "$MY_INSTALL" || { cat "$MY_DIR/install.log" >&2; exit 1; }
 MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
 "$MARIADBD" "${MY_OPTS[@]}" --bind-address=127.0.0.1 --port="$MY_PORT" --socket="$MY_DIR/sock" \
   --pid-file="$MY_DIR/pid" --log-error="$MY_DIR/error.log" --skip-log-bin --max-connections=300 \
