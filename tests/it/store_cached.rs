@@ -113,10 +113,10 @@ async fn a_lookup_that_raced_a_write_is_not_cached() {
     entered.notified().await;
     release.notify_one();
     assert_eq!(next.await.unwrap().len(), 1);
-    assert_eq!(store.stats().misses, 2);
+    assert_eq!(store.stats().misses, 2, "the stale answer was neither cached nor joined");
 }
 
-/// Fails look-ups `failures` times, then works.
+/// Fails look-ups `failures` times, then works; every look-up takes 20 ms.
 struct Flaky {
     inner: MemoryStore,
     failures: std::sync::atomic::AtomicUsize,
@@ -140,6 +140,7 @@ impl Store for Flaky {
         self.inner.update(id, u).await
     }
     async fn subscriptions_for(&self, e: &str, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        tokio::time::sleep(Duration::from_millis(20)).await; // concurrent callers overlap
         if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::unavailable("down"));
         }
@@ -154,4 +155,41 @@ async fn cached_store_does_not_cache_errors() {
     let store = CachedStore::new(Flaky { inner, failures: 1.into() });
     assert!(store.subscriptions_for("e", None).await.unwrap_err().is_retryable());
     assert_eq!(store.subscriptions_for("e", None).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_query_to_the_inner_store() {
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let inner = MemoryStore::new();
+    inner.add("e", sub("https://a.example/")).await.unwrap();
+    let store = CachedStore::new(Gated { inner, entered: entered.clone(), release: release.clone() });
+    let lookups: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.subscriptions_for("e", None).await.unwrap() })
+        })
+        .collect();
+    entered.notified().await;
+    tokio::time::sleep(Duration::from_millis(50)).await; // let every look-up queue up
+    release.notify_one();
+    for lookup in lookups {
+        assert_eq!(lookup.await.unwrap().len(), 1);
+    }
+    let stats = store.stats();
+    assert_eq!((stats.misses, stats.shared), (1, 19), "{stats:?}");
+    // The shared answer was cached.
+    let hits = store.stats().hits;
+    store.subscriptions_for("e", None).await.unwrap();
+    assert_eq!(store.stats().hits, hits + 1);
+}
+
+#[tokio::test]
+async fn a_shared_lookup_error_reaches_every_waiter_as_retryable() {
+    let inner = MemoryStore::new();
+    let store = CachedStore::new(Flaky { inner, failures: 1.into() });
+    let (a, b) = tokio::join!(store.subscriptions_for("e", None), store.subscriptions_for("e", None));
+    assert!(a.unwrap_err().is_retryable());
+    assert!(b.unwrap_err().is_retryable());
+    assert_eq!((store.stats().misses, store.stats().shared), (1, 1), "one query for both");
+    assert!(store.subscriptions_for("e", None).await.unwrap().is_empty(), "errors are not cached");
 }

@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 
 use super::{Store, StoreError};
 use crate::subscription::{StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
@@ -23,7 +25,9 @@ use crate::subscription::{StoredWebhookSubscription, SubscriptionUpdate, Webhook
 ///   [`CachedStore::invalidate`] if you learn of them sooner.
 ///
 /// `get` and `list` are not cached (they are not on the delivery path).
-/// Errors are not cached. Cheap to clone: clones share the cache.
+/// Errors are not cached. Concurrent misses for the same `(event name,
+/// owner)` share one query to the inner store (no stampede when an entry
+/// expires under load). Cheap to clone: clones share the cache.
 ///
 /// ```
 /// use std::time::Duration;
@@ -61,6 +65,9 @@ pub struct CacheStats {
     pub hits: u64,
     /// Look-ups that went to the inner store.
     pub misses: u64,
+    /// Look-ups that waited for an identical one already on its way to the
+    /// inner store, and shared its answer.
+    pub shared: u64,
 }
 
 struct Cache {
@@ -69,15 +76,21 @@ struct Cache {
     state: Mutex<State>,
     hits: AtomicU64,
     misses: AtomicU64,
+    shared: AtomicU64,
 }
+
+type Answer = Result<Arc<Vec<StoredWebhookSubscription>>, Arc<StoreError>>;
+type Load = Shared<BoxFuture<'static, Answer>>;
 
 #[derive(Default)]
 struct State {
     /// Bumped by every write: a look-up that started before a write does
-    /// not store its (maybe stale) answer.
+    /// not store its (maybe stale) answer, and is not joined by later ones.
     generation: u64,
     entries: usize,
     events: HashMap<String, EventEntries>,
+    /// Look-ups on their way to the inner store, with their generation.
+    loading: HashMap<(String, Option<String>), (u64, Load)>,
 }
 
 #[derive(Default)]
@@ -102,6 +115,20 @@ impl Cache {
         state.generation = state.generation.wrapping_add(1);
         state.events.clear();
         state.entries = 0;
+        // Look-ups already on their way may have read before the write:
+        // later look-ups must not join them.
+        state.loading.clear();
+    }
+
+    fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries,
+            state: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            shared: AtomicU64::new(0),
+        }
     }
 }
 
@@ -154,16 +181,7 @@ impl<S: Store> CachedStore<S> {
     /// Caches `inner`'s look-ups for 2 seconds, at most 10,000 `(event name,
     /// owner)` answers.
     pub fn new(inner: S) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            cache: Arc::new(Cache {
-                ttl: Duration::from_secs(2),
-                max_entries: 10_000,
-                state: Mutex::default(),
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-            }),
-        }
+        Self { inner: Arc::new(inner), cache: Arc::new(Cache::new(Duration::from_secs(2), 10_000)) }
     }
 
     /// How long an answer is kept. Writes made by other processes are seen
@@ -184,13 +202,7 @@ impl<S: Store> CachedStore<S> {
             Some(cache) => change(cache),
             None => {
                 // Shared with a clone: give this one its own, empty cache.
-                let mut cache = Cache {
-                    ttl: self.cache.ttl,
-                    max_entries: self.cache.max_entries,
-                    state: Mutex::default(),
-                    hits: AtomicU64::new(0),
-                    misses: AtomicU64::new(0),
-                };
+                let mut cache = Cache::new(self.cache.ttl, self.cache.max_entries);
                 change(&mut cache);
                 self.cache = Arc::new(cache);
             }
@@ -210,7 +222,11 @@ impl<S: Store> CachedStore<S> {
 
     /// Hits and misses so far.
     pub fn stats(&self) -> CacheStats {
-        CacheStats { hits: self.cache.hits.load(Ordering::Relaxed), misses: self.cache.misses.load(Ordering::Relaxed) }
+        CacheStats {
+            hits: self.cache.hits.load(Ordering::Relaxed),
+            misses: self.cache.misses.load(Ordering::Relaxed),
+            shared: self.cache.shared.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -252,23 +268,61 @@ impl<S: Store> Store for CachedStore<S> {
         if cache.ttl.is_zero() {
             return self.inner.subscriptions_for(event_name, owner_id).await;
         }
-        let generation = {
-            let state = cache.lock();
+        let load = {
+            let mut state = cache.lock();
             if let Some(subs) = state.get(event_name, owner_id, Instant::now()) {
                 drop(state);
                 cache.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(subs.as_ref().clone());
             }
-            state.generation
+            let key = (event_name.to_owned(), owner_id.map(str::to_owned));
+            let generation = state.generation;
+            match state.loading.get(&key) {
+                Some((started, load)) if *started == generation => {
+                    cache.shared.fetch_add(1, Ordering::Relaxed);
+                    load.clone()
+                }
+                _ => {
+                    cache.misses.fetch_add(1, Ordering::Relaxed);
+                    let load = self.load(key.clone(), generation);
+                    state.loading.insert(key, (generation, load.clone()));
+                    load
+                }
+            }
         };
-        cache.misses.fetch_add(1, Ordering::Relaxed);
-        let subs = self.inner.subscriptions_for(event_name, owner_id).await?;
-        let mut state = cache.lock();
-        if state.generation == generation {
-            let entry = Entry { subs: Arc::new(subs.clone()), expires: Instant::now() + cache.ttl };
-            state.put(event_name, owner_id, entry, cache.max_entries);
+        match load.await {
+            Ok(subs) => Ok(subs.as_ref().clone()),
+            // The first caller gets the error itself; the others a copy.
+            Err(e) => Err(match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(e) if e.is_retryable() => StoreError::unavailable(e.to_string()),
+                Err(e) => StoreError::Corrupt(e.to_string()),
+            }),
         }
-        Ok(subs)
+    }
+}
+
+impl<S: Store> CachedStore<S> {
+    /// One query to the inner store, shared by the callers that wait for
+    /// it; its answer is cached unless a write happened meanwhile.
+    fn load(&self, key: (String, Option<String>), generation: u64) -> Load {
+        let inner = self.inner.clone();
+        let cache = self.cache.clone();
+        async move {
+            let answer = inner.subscriptions_for(&key.0, key.1.as_deref()).await;
+            let mut state = cache.lock();
+            if state.loading.get(&key).is_some_and(|(g, _)| *g == generation) {
+                state.loading.remove(&key);
+            }
+            let subs = Arc::new(answer.map_err(Arc::new)?);
+            if state.generation == generation {
+                let entry = Entry { subs: subs.clone(), expires: Instant::now() + cache.ttl };
+                state.put(&key.0, key.1.as_deref(), entry, cache.max_entries);
+            }
+            Ok(subs)
+        }
+        .boxed()
+        .shared()
     }
 }
 
