@@ -72,5 +72,5 @@ pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use send::guard::NetworkPolicy;
 pub use stats::StatsSnapshot;
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{CachedStore, MemoryStore, Store, StoreError};
 pub use subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};

@@ -68,7 +68,7 @@ checks! {
     /// it is gone from `get`, `list` and `subscriptions_for`.
     RemoveReturnsTrueIfItExisted => "remove_returns_true_if_it_existed",
     /// An unknown id is not an error: `get` gives `None`, `remove` and
-    /// `update` give `false` (ids with quotes included).
+    /// `update` give `false` (ids with quotes, or 300 characters long, included).
     UnknownIdIsNotAnError => "unknown_id_is_not_an_error",
     /// `list` returns exactly the subscriptions of its event name
     /// (case-sensitive), whatever their owner.
@@ -91,8 +91,9 @@ checks! {
     /// 50 concurrent partial metadata updates to one subscription lose none
     /// of their keys.
     ConcurrentMetadataUpdatesLoseNoKey => "concurrent_metadata_updates_lose_no_key",
-    /// Text round-trips byte for byte: quotes, backslashes, non-ASCII and
-    /// SQL-looking strings in the URL, owner, token and metadata.
+    /// Text round-trips byte for byte: quotes, backslashes, non-ASCII,
+    /// SQL-looking strings and a 300-character owner, in the URL, owner,
+    /// token and metadata.
     TextRoundTripsExactly => "text_round_trips_exactly",
 }
 
@@ -347,9 +348,14 @@ impl<S: Store + ?Sized> Cx<'_, S> {
     }
 
     async fn unknown_id(&mut self) -> Outcome {
-        for id in
-            ["sub_0000000000000000000000000000dead", "", "' OR '1'='1", "x\"; DROP TABLE webhook_subscriptions; --"]
-        {
+        let long = format!("sub_{}", "f".repeat(300));
+        for id in [
+            "sub_0000000000000000000000000000dead",
+            "",
+            "' OR '1'='1",
+            "x\"; DROP TABLE webhook_subscriptions; --",
+            &long,
+        ] {
             match self.store.get(id).await {
                 Ok(None) => {}
                 Ok(Some(_)) => return Err(format!("get({id:?}) found something")),
@@ -535,7 +541,8 @@ impl<S: Store + ?Sized> Cx<'_, S> {
     async fn text_round_trips(&mut self) -> Outcome {
         let event = self.event("");
         let tricky = "it's \"quoted\" \\ back\\slash; DROP TABLE x; -- ünïcødé 東京 🎉 ?";
-        let owner = "tenant 'O''Brien' \"東京\" ";
+        let owner = format!("tenant 'O''Brien' \"東京\" {} ", "o".repeat(300));
+        let owner = owner.as_str();
         let mut wanted = sub("https://example.com/p%27ath?q=%22x%22&t=%E6%9D%B1").bearer(tricky);
         wanted.owner_id = Some(owner.into());
         wanted.metadata =

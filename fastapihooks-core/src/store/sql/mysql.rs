@@ -12,6 +12,8 @@ use crate::subscription::SubscriptionUpdate;
 
 const SCHEMA: [&str; 1] = [
     // The index is declared in the table: MySQL has no `CREATE INDEX IF NOT EXISTS`.
+    // Owners may be any length (as on the other databases): the index holds
+    // their first 191 characters, and `=` still compares whole values.
     "CREATE TABLE IF NOT EXISTS webhook_subscriptions (
         id VARCHAR(64) NOT NULL PRIMARY KEY,
         event_name VARCHAR(128) NOT NULL,
@@ -19,11 +21,11 @@ const SCHEMA: [&str; 1] = [
         auth_type VARCHAR(16) NOT NULL DEFAULT 'none',
         auth_value TEXT NULL,
         metadata JSON NOT NULL,
-        owner_id VARCHAR(191) NULL,
+        owner_id TEXT NULL,
         secrets TEXT NOT NULL,
         created_at DATETIME(6) NOT NULL,
         updated_at DATETIME(6) NOT NULL,
-        INDEX webhook_subscriptions_event_owner (event_name, owner_id)
+        INDEX webhook_subscriptions_event_owner (event_name, owner_id(191))
     ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
 ];
 
