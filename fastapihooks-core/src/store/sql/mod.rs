@@ -249,7 +249,7 @@ impl SqlStore {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => sqlite::init(pool).await,
         }
-        .map_err(|e| unavailable(self.dialect, "init", e))
+        .map_err(|e| store_error(self.dialect, "init", e))
     }
 
     /// Closes the pool: waits for connections in use to be returned, then
@@ -414,7 +414,7 @@ impl From<sqlx::Error> for Failure {
 impl Failure {
     fn into_store_error(self, dialect: Dialect, op: &'static str) -> StoreError {
         match self {
-            Self::Db(e) => unavailable(dialect, op, e),
+            Self::Db(e) => store_error(dialect, op, e),
             Self::Corrupt(e) => e,
         }
     }
@@ -431,14 +431,16 @@ struct SqlError {
     hint: &'static str,
 }
 
-fn unavailable(dialect: Dialect, op: &'static str, source: sqlx::Error) -> StoreError {
+/// A driver error as a [`StoreError`]: `Corrupt` when a value could not be
+/// decoded, else `Unavailable` (retryable).
+fn store_error(dialect: Dialect, op: &'static str, source: sqlx::Error) -> StoreError {
     let hint = match &source {
         sqlx::Error::PoolTimedOut => " (is the database up and reachable?)",
         sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => " (did `SqlStore::init` run?)",
         _ => "",
     };
     let decode = matches!(source, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
-    let err = SqlError { dialect, op, source, hint: if decode { "" } else { hint } };
+    let err = SqlError { dialect, op, source, hint };
     if decode { StoreError::Corrupt(err.to_string()) } else { StoreError::unavailable(err) }
 }
 

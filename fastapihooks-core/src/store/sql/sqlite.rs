@@ -3,7 +3,6 @@
 //! writers; the busy timeout makes them wait their turn).
 
 use std::str::FromStr;
-
 use std::time::Duration;
 
 use sqlx::SqlitePool;
