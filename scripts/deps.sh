@@ -13,6 +13,12 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import standardwebhooks' >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3-pip)
 fi
+# SQL store: PostgreSQL (initdb, pg_ctl) and MariaDB (mariadb-install-db,
+# mariadbd, the mariadb client); scripts/test.sh starts them in a temporary folder.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+{ command -v mariadbd || [[ -x /usr/sbin/mariadbd ]]; } >/dev/null 2>&1 || need_apt+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then

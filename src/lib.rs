@@ -22,6 +22,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `postgres` | no | `store::sql::SqlStore` on PostgreSQL (`postgres://`) |
+//! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
+//! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
+//! | `conformance` | no | `store::conformance`: the checks every `Store` must pass, for your own store's tests |
+//!
+//! Subscription stores are described in `docs/stores.md` in the repository.
 
 pub use fastapihooks_core::emit::axum::HookResponse;
 pub use fastapihooks_core::*;

@@ -56,7 +56,7 @@ pub enum DeliveryError {
     #[error(transparent)]
     Transform(#[from] TransformError),
     /// The store could not be read to find the event's subscriptions.
-    #[error("store unavailable: {0}")]
+    #[error("subscription look-up failed: {0}")]
     Store(String),
     /// The backend refused or lost the event.
     #[error("backend error: {0}")]

@@ -36,6 +36,18 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | the axum integration used by `#[hook]` |
+//! | `postgres` | no | `store::sql::SqlStore` on PostgreSQL (`postgres://`) |
+//! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
+//! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
+//! | `conformance` | no | `store::conformance`: the checks every [`Store`] must pass, for your own store's tests |
+//!
+//! Subscription stores are described in `docs/stores.md`.
 
 pub mod backend;
 pub mod dead_letter;
@@ -63,7 +75,7 @@ pub use secret::{Secret, SigningSecret};
 pub use send::guard::NetworkPolicy;
 pub use sign::{SignatureScheme, SignatureSchemes};
 pub use stats::StatsSnapshot;
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{CachedStore, MemoryStore, Store, StoreError};
 pub use subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 #[cfg(feature = "axum")]
 pub use verify::VerifiedWebhook;

@@ -15,4 +15,8 @@ mod signing_replay;
 mod signing_rotation;
 mod signing_secrets;
 mod signing_util;
+mod store_cached;
+mod store_conformance;
+mod store_sql;
+mod store_util;
 mod util;

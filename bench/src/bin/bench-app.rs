@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fastapihooks::{Fastapihooks, MemoryStore, NetworkPolicy, RetryPolicy, Store, WebhookSubscription};
+use fastapihooks::{Fastapihooks, MemoryStore, NetworkPolicy, RetryPolicy, Store, WebhookSubscription, hook};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -41,11 +41,10 @@ async fn plain(Json(o): Json<OrderIn>) -> Json<Order> {
     Json(make_order(o))
 }
 
-async fn hooked(State(hooks): State<Fastapihooks>, Json(o): Json<OrderIn>) -> Json<Order> {
-    let order = make_order(o);
-    let body = serde_json::to_vec(&order).unwrap_or_default();
-    let _ = hooks.emit(fastapihooks::Emission::new("order.created").response_json(body.into()));
-    Json(order)
+/// The same handler as `plain`, with the attribute.
+#[hook("order.created")]
+async fn hooked(Json(o): Json<OrderIn>) -> Json<Order> {
+    Json(make_order(o))
 }
 
 #[derive(Deserialize)]

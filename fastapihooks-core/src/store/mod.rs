@@ -1,14 +1,23 @@
 //! Stores: where subscriptions live. [`Store`] is the trait; [`MemoryStore`]
-//! is built in.
+//! is built in, [`CachedStore`] puts a short-lived cache in front of any
+//! store, and `sql::SqlStore` (features `postgres`, `mysql`, `sqlite`) keeps
+//! them in a SQL database. The `conformance` feature adds
+//! `conformance::run`, the checks every store must pass.
 //!
 //! A store is consulted on the delivery path (never on the request path):
 //! for each event, [`Store::subscriptions_for`] returns the subscriptions of
 //! the event's name that accept its owner.
 
+mod cached;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod sql;
 
 use async_trait::async_trait;
 
+pub use cached::{CacheStats, CachedStore};
 pub use memory::MemoryStore;
 
 use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};

@@ -1,0 +1,557 @@
+//! The checks every [`Store`] must pass: run them against your own store
+//! (MongoDB, DynamoDB, ...) from its tests. Feature `conformance`.
+//!
+//! ```
+//! use fastapihooks_core::MemoryStore;
+//! use fastapihooks_core::store::conformance;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryStore::new();
+//! if let Err(failures) = conformance::run(&store).await {
+//!     panic!("{failures}");
+//! }
+//! # }
+//! ```
+//!
+//! Each [`Check`] works on event names of its own (`conformance.<check>.<random>`)
+//! and removes what it added, so the suite can run against a shared,
+//! non-empty database, repeatedly. [`run_check`] runs one check, for a test
+//! per check.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Map, Value, json};
+
+use super::{Store, StoreError};
+use crate::secret::{Secret, SigningSecret};
+use crate::subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
+
+macro_rules! checks {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// One behaviour every store must have.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Check {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Check {
+            /// Every check, in the order [`run`] runs them.
+            pub const ALL: &'static [Check] = &[$(Check::$variant,)*];
+
+            /// The check's name, in snake case (a test name).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Check::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+checks! {
+    /// `add` returns an id; `get` returns every field as written: event
+    /// name, target URL, auth type and value, metadata, owner, secrets, and
+    /// times with `created_at <= updated_at`.
+    AddThenGetReturnsEveryField => "add_then_get_returns_every_field",
+    /// Each `add` returns a new id.
+    AddReturnsDistinctIds => "add_returns_distinct_ids",
+    /// An invalid target URL is refused with `StoreError::Invalid`, and
+    /// nothing is written.
+    AddRefusesInvalidTargetUrlBeforeWriting => "add_refuses_invalid_target_url_before_writing",
+    /// An invalid event name, or bearer auth without a token, is refused
+    /// with `StoreError::Invalid`.
+    AddRefusesInvalidEventNameAndEmptyBearer => "add_refuses_invalid_event_name_and_empty_bearer",
+    /// `remove` returns `true` when the subscription existed, then `false`;
+    /// it is gone from `get`, `list` and `subscriptions_for`.
+    RemoveReturnsTrueIfItExisted => "remove_returns_true_if_it_existed",
+    /// An unknown id is not an error: `get` gives `None`, `remove` and
+    /// `update` give `false` (ids with quotes, or 300 characters long, included).
+    UnknownIdIsNotAnError => "unknown_id_is_not_an_error",
+    /// `list` returns exactly the subscriptions of its event name
+    /// (case-sensitive), whatever their owner.
+    ListFiltersByEventName => "list_filters_by_event_name",
+    /// `update` changes only what it names, keeps `created_at`, returns
+    /// `true`, and does not move `updated_at` back.
+    UpdateIsPartial => "update_is_partial",
+    /// `update` merges metadata key by key: other keys stay, named keys are
+    /// replaced, `null` is kept as `null`.
+    UpdateMergesMetadata => "update_merges_metadata",
+    /// `update` with an invalid target URL is refused and changes nothing.
+    UpdateRefusesInvalidTargetUrl => "update_refuses_invalid_target_url",
+    /// `subscriptions_for(event, Some(x))` returns owner `x`'s and the
+    /// ownerless subscriptions; `None` only the ownerless ones; owners are
+    /// compared exactly (case and trailing spaces matter).
+    SubscriptionsForScopesByOwner => "subscriptions_for_scopes_by_owner",
+    /// Writes are seen by the next look-up (`subscriptions_for`) at once:
+    /// an add, an owner change, a removal.
+    LookupsSeeWritesAtOnce => "lookups_see_writes_at_once",
+    /// 50 concurrent partial metadata updates to one subscription lose none
+    /// of their keys.
+    ConcurrentMetadataUpdatesLoseNoKey => "concurrent_metadata_updates_lose_no_key",
+    /// Text round-trips byte for byte: quotes, backslashes, non-ASCII,
+    /// SQL-looking strings and a 300-character owner, in the URL, owner,
+    /// token and metadata.
+    TextRoundTripsExactly => "text_round_trips_exactly",
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A check that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{check}: {message}")]
+#[non_exhaustive]
+pub struct CheckFailure {
+    /// The check.
+    pub check: Check,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Every check that failed in [`run`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct ConformanceFailures {
+    /// The failures, in check order.
+    pub failures: Vec<CheckFailure>,
+}
+
+impl fmt::Display for ConformanceFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} store conformance check(s) failed:", self.failures.len())?;
+        for failure in &self.failures {
+            write!(f, "\n  - {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every [`Check`] against `store`, one after the other.
+///
+/// # Errors
+/// The checks that failed (the others still run).
+pub async fn run<S: Store + ?Sized>(store: &S) -> Result<(), ConformanceFailures> {
+    let mut failures = Vec::new();
+    for &check in Check::ALL {
+        if let Err(failure) = run_check(store, check).await {
+            failures.push(failure);
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(ConformanceFailures { failures }) }
+}
+
+/// Runs one check against `store`.
+///
+/// # Errors
+/// What the store did wrong (or a store error where none was expected).
+pub async fn run_check<S: Store + ?Sized>(store: &S, check: Check) -> Result<(), CheckFailure> {
+    let mut cx = Cx { store, check, added: Vec::new(), tag: uuid::Uuid::now_v7().simple().to_string() };
+    let result = cx.run().await;
+    // Best effort: leave nothing behind.
+    for id in std::mem::take(&mut cx.added) {
+        let _ = store.remove(&id).await;
+    }
+    result.map_err(|message| CheckFailure { check, message })
+}
+
+type Outcome = Result<(), String>;
+
+/// Fails the check with a message unless `$cond`.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+struct Cx<'a, S: ?Sized> {
+    store: &'a S,
+    check: Check,
+    added: Vec<String>,
+    tag: String,
+}
+
+fn sub(url: &str) -> WebhookSubscription {
+    WebhookSubscription {
+        target_url: url.to_owned(),
+        auth: Auth::None,
+        metadata: Map::new(),
+        owner_id: None,
+        secrets: Vec::new(),
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn ids(subs: &[StoredWebhookSubscription]) -> BTreeSet<&str> {
+    subs.iter().map(|s| s.id.as_str()).collect()
+}
+
+fn set<'s>(items: &[&'s str]) -> BTreeSet<&'s str> {
+    items.iter().copied().collect()
+}
+
+fn store_err(op: &str, e: StoreError) -> String {
+    format!("{op} failed: {e}")
+}
+
+impl<S: Store + ?Sized> Cx<'_, S> {
+    /// An event name of this check and run.
+    fn event(&self, suffix: &str) -> String {
+        format!("conformance.{}.{}{suffix}", self.check.name(), self.tag)
+    }
+
+    async fn add(&mut self, event: &str, sub: WebhookSubscription) -> Result<String, String> {
+        let id = self.store.add(event, sub).await.map_err(|e| store_err("add", e))?;
+        self.added.push(id.clone());
+        Ok(id)
+    }
+
+    async fn get(&self, id: &str) -> Result<StoredWebhookSubscription, String> {
+        self.store
+            .get(id)
+            .await
+            .map_err(|e| store_err("get", e))?
+            .ok_or_else(|| format!("get({id}) gave None after add"))
+    }
+
+    async fn lookup(&self, event: &str, owner: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, String> {
+        self.store.subscriptions_for(event, owner).await.map_err(|e| store_err("subscriptions_for", e))
+    }
+
+    async fn list(&self, event: &str) -> Result<Vec<StoredWebhookSubscription>, String> {
+        self.store.list(event).await.map_err(|e| store_err("list", e))
+    }
+
+    async fn run(&mut self) -> Outcome {
+        match self.check {
+            Check::AddThenGetReturnsEveryField => self.add_then_get().await,
+            Check::AddReturnsDistinctIds => self.distinct_ids().await,
+            Check::AddRefusesInvalidTargetUrlBeforeWriting => self.refuses_bad_url().await,
+            Check::AddRefusesInvalidEventNameAndEmptyBearer => self.refuses_bad_event_and_bearer().await,
+            Check::RemoveReturnsTrueIfItExisted => self.remove().await,
+            Check::UnknownIdIsNotAnError => self.unknown_id().await,
+            Check::ListFiltersByEventName => self.list_filters().await,
+            Check::UpdateIsPartial => self.update_partial().await,
+            Check::UpdateMergesMetadata => self.update_merges().await,
+            Check::UpdateRefusesInvalidTargetUrl => self.update_refuses_bad_url().await,
+            Check::SubscriptionsForScopesByOwner => self.owner_scoping().await,
+            Check::LookupsSeeWritesAtOnce => self.lookups_see_writes().await,
+            Check::ConcurrentMetadataUpdatesLoseNoKey => self.concurrent_updates().await,
+            Check::TextRoundTripsExactly => self.text_round_trips().await,
+        }
+    }
+
+    async fn add_then_get(&mut self) -> Outcome {
+        let event = self.event("");
+        let mut wanted = sub("https://hooks.example.com/orders?v=2").bearer("tok_123");
+        wanted.metadata = object(json!({"plan": "pro", "n": 3, "nested": {"a": [1, 2.5, null, true]}}));
+        wanted.owner_id = Some("tenant-1".into());
+        wanted.secrets = vec![SigningSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
+        let id = self.add(&event, wanted.clone()).await?;
+        ensure!(!id.is_empty(), "add returned an empty id");
+        let got = self.get(&id).await?;
+        ensure!(got.id == id, "get returned id {} for {id}", got.id);
+        ensure!(got.event_name == event, "event_name: got {:?}, wanted {event:?}", got.event_name);
+        ensure!(got.subscription == wanted, "subscription: got {:?}, wanted {wanted:?}", got.subscription);
+        // `PartialEq` on `Secret` is constant-time over the value; check the
+        // bearer token and secrets explicitly for a clear message.
+        ensure!(got.auth.auth_value().map(Secret::expose) == Some("tok_123"), "the bearer token did not round-trip");
+        ensure!(got.secrets.len() == 1, "secrets: got {} wanted 1", got.secrets.len());
+        ensure!(got.created_at <= got.updated_at, "created_at {} after updated_at {}", got.created_at, got.updated_at);
+        let age = chrono::Utc::now() - got.created_at;
+        ensure!(age.num_seconds().abs() < 300, "created_at {} is not now", got.created_at);
+        Ok(())
+    }
+
+    async fn distinct_ids(&mut self) -> Outcome {
+        let event = self.event("");
+        let mut seen = BTreeSet::new();
+        for _ in 0..5 {
+            let id = self.add(&event, sub("https://example.com/h")).await?;
+            ensure!(seen.insert(id.clone()), "add returned id {id} twice");
+        }
+        let listed = self.list(&event).await?;
+        ensure!(listed.len() == 5, "list after 5 adds of the same URL gave {}", listed.len());
+        Ok(())
+    }
+
+    async fn refuses_bad_url(&mut self) -> Outcome {
+        let event = self.event("");
+        for bad in
+            ["not a url", "ftp://example.com/h", "https://user:pass@example.com/h", "http://", "file:///etc/passwd"]
+        {
+            match self.store.add(&event, sub(bad)).await {
+                Err(StoreError::Invalid(_)) => {}
+                Err(e) => return Err(format!("add({bad:?}) failed with {e}, not StoreError::Invalid")),
+                Ok(id) => {
+                    self.added.push(id);
+                    return Err(format!("add accepted the invalid target url {bad:?}"));
+                }
+            }
+        }
+        let listed = self.list(&event).await?;
+        ensure!(listed.is_empty(), "refused adds wrote {} subscription(s)", listed.len());
+        Ok(())
+    }
+
+    async fn refuses_bad_event_and_bearer(&mut self) -> Outcome {
+        let long = "a".repeat(129);
+        for bad in ["", "order created", "order/created", "ordér", long.as_str()] {
+            match self.store.add(bad, sub("https://example.com/h")).await {
+                Err(StoreError::Invalid(_)) => {}
+                Err(e) => return Err(format!("add to event {bad:?} failed with {e}, not StoreError::Invalid")),
+                Ok(id) => {
+                    self.added.push(id);
+                    return Err(format!("add accepted the invalid event name {bad:?}"));
+                }
+            }
+        }
+        let event = self.event("");
+        match self.store.add(&event, sub("https://example.com/h").auth(Auth::Bearer(Secret::new("")))).await {
+            Err(StoreError::Invalid(_)) => {}
+            Err(e) => return Err(format!("bearer without token failed with {e}, not StoreError::Invalid")),
+            Ok(id) => {
+                self.added.push(id);
+                return Err("add accepted bearer auth without a token".into());
+            }
+        }
+        ensure!(self.list(&event).await?.is_empty(), "a refused add wrote a subscription");
+        Ok(())
+    }
+
+    async fn remove(&mut self) -> Outcome {
+        let event = self.event("");
+        let id = self.add(&event, sub("https://example.com/h")).await?;
+        let keep = self.add(&event, sub("https://example.com/keep")).await?;
+        ensure!(
+            self.store.remove(&id).await.map_err(|e| store_err("remove", e))?,
+            "remove of an existing id gave false"
+        );
+        ensure!(self.store.get(&id).await.map_err(|e| store_err("get", e))?.is_none(), "get after remove gave Some");
+        ensure!(!self.store.remove(&id).await.map_err(|e| store_err("remove", e))?, "second remove gave true");
+        ensure!(ids(&self.list(&event).await?) == set(&[&keep]), "list after remove is wrong");
+        ensure!(ids(&self.lookup(&event, None).await?) == set(&[&keep]), "subscriptions_for after remove is wrong");
+        Ok(())
+    }
+
+    async fn unknown_id(&mut self) -> Outcome {
+        let long = format!("sub_{}", "f".repeat(300));
+        for id in [
+            "sub_0000000000000000000000000000dead",
+            "",
+            "' OR '1'='1",
+            "x\"; DROP TABLE webhook_subscriptions; --",
+            &long,
+        ] {
+            match self.store.get(id).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(format!("get({id:?}) found something")),
+                Err(e) => return Err(format!("get({id:?}) failed: {e}")),
+            }
+            match self.store.remove(id).await {
+                Ok(false) => {}
+                Ok(true) => return Err(format!("remove({id:?}) gave true")),
+                Err(e) => return Err(format!("remove({id:?}) failed: {e}")),
+            }
+            let update = SubscriptionUpdate::new().merge_metadata(object(json!({"k": 1})));
+            match self.store.update(id, update).await {
+                Ok(false) => {}
+                Ok(true) => return Err(format!("update({id:?}) gave true")),
+                Err(e) => return Err(format!("update({id:?}) failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_filters(&mut self) -> Outcome {
+        let (a, b, upper) = (self.event(".a"), self.event(".b"), self.event(".A"));
+        let a1 = self.add(&a, sub("https://example.com/1")).await?;
+        let a2 = self.add(&a, sub("https://example.com/2").owner("someone")).await?;
+        let b1 = self.add(&b, sub("https://example.com/3")).await?;
+        let u1 = self.add(&upper, sub("https://example.com/4")).await?;
+        ensure!(ids(&self.list(&a).await?) == set(&[&a1, &a2]), "list({a}) is wrong");
+        ensure!(ids(&self.list(&b).await?) == set(&[&b1]), "list({b}) is wrong");
+        ensure!(
+            ids(&self.list(&upper).await?) == set(&[&u1]),
+            "list({upper}) is wrong: event names are case-sensitive"
+        );
+        ensure!(
+            self.list(&self.event(".none")).await?.is_empty(),
+            "list of an event with no subscription is not empty"
+        );
+        Ok(())
+    }
+
+    async fn update_partial(&mut self) -> Outcome {
+        let event = self.event("");
+        let mut original = sub("https://example.com/old").bearer("tok");
+        original.metadata = object(json!({"a": 1}));
+        original.owner_id = Some("owner".into());
+        original.secrets = vec![SigningSecret::new("whsec_c2VjcmV0")];
+        let id = self.add(&event, original.clone()).await?;
+        let before = self.get(&id).await?;
+
+        let update = SubscriptionUpdate::new().target_url("https://example.com/new");
+        ensure!(self.store.update(&id, update).await.map_err(|e| store_err("update", e))?, "update gave false");
+        let after = self.get(&id).await?;
+        let mut wanted = original.clone();
+        wanted.target_url = "https://example.com/new".into();
+        ensure!(
+            after.subscription == wanted,
+            "after a target_url update: got {:?}, wanted {wanted:?}",
+            after.subscription
+        );
+        ensure!(after.created_at == before.created_at, "update changed created_at");
+        ensure!(after.updated_at >= before.updated_at, "update moved updated_at back");
+        ensure!(after.event_name == event, "update changed the event name");
+
+        let update = SubscriptionUpdate::new().auth(Auth::None).owner_id(None);
+        ensure!(self.store.update(&id, update).await.map_err(|e| store_err("update", e))?, "update gave false");
+        let after = self.get(&id).await?;
+        ensure!(after.auth == Auth::None, "auth was not changed to none");
+        ensure!(after.owner_id.is_none(), "owner was not cleared");
+        ensure!(after.metadata == original.metadata, "metadata changed though the update did not name it");
+        ensure!(after.secrets == original.secrets, "secrets changed though the update did not name them");
+        Ok(())
+    }
+
+    async fn update_merges(&mut self) -> Outcome {
+        let event = self.event("");
+        let start = object(json!({"a": 1, "b": {"x": 1}, "keep": "me"}));
+        let id = self.add(&event, sub("https://example.com/h").metadata(start)).await?;
+        let update = SubscriptionUpdate::new().merge_metadata(object(json!({"b": 2, "c": null, "d": [1]})));
+        ensure!(self.store.update(&id, update).await.map_err(|e| store_err("update", e))?, "update gave false");
+        let got = Value::Object(self.get(&id).await?.metadata.clone());
+        let wanted = json!({"a": 1, "b": 2, "c": null, "d": [1], "keep": "me"});
+        ensure!(got == wanted, "metadata after merge: got {got}, wanted {wanted}");
+        Ok(())
+    }
+
+    async fn update_refuses_bad_url(&mut self) -> Outcome {
+        let event = self.event("");
+        let id = self.add(&event, sub("https://example.com/h")).await?;
+        let before = self.get(&id).await?;
+        let update =
+            SubscriptionUpdate::new().target_url("gopher://example.com").merge_metadata(object(json!({"k": 1})));
+        match self.store.update(&id, update).await {
+            Err(StoreError::Invalid(_)) => {}
+            Err(e) => return Err(format!("update to a bad url failed with {e}, not StoreError::Invalid")),
+            Ok(changed) => return Err(format!("update accepted a bad url (returned {changed})")),
+        }
+        let after = self.get(&id).await?;
+        ensure!(after == before, "a refused update changed the subscription: {after:?}");
+        Ok(())
+    }
+
+    async fn owner_scoping(&mut self) -> Outcome {
+        let event = self.event("");
+        let open = self.add(&event, sub("https://example.com/open")).await?;
+        let acme = self.add(&event, sub("https://example.com/acme").owner("acme")).await?;
+        let upper = self.add(&event, sub("https://example.com/Acme").owner("Acme")).await?;
+        let spaced = self.add(&event, sub("https://example.com/acme-sp").owner("acme ")).await?;
+        let globex = self.add(&event, sub("https://example.com/globex").owner("globex")).await?;
+        let other_event = self.event(".other");
+        self.add(&other_event, sub("https://example.com/acme2").owner("acme")).await?;
+
+        let cases: [(Option<&str>, BTreeSet<&str>); 6] = [
+            (Some("acme"), set(&[&open, &acme])),
+            (Some("Acme"), set(&[&open, &upper])),
+            (Some("acme "), set(&[&open, &spaced])),
+            (Some("globex"), set(&[&open, &globex])),
+            (Some("initech"), set(&[&open])),
+            (None, set(&[&open])),
+        ];
+        for (owner, wanted) in cases {
+            let got = self.lookup(&event, owner).await?;
+            ensure!(
+                ids(&got) == wanted,
+                "subscriptions_for({event}, {owner:?}): got {:?}, wanted {wanted:?}",
+                ids(&got)
+            );
+            ensure!(
+                got.iter().all(|s| s.event_name == event),
+                "subscriptions_for returned another event's subscription"
+            );
+        }
+        Ok(())
+    }
+
+    async fn lookups_see_writes(&mut self) -> Outcome {
+        let event = self.event("");
+        ensure!(self.lookup(&event, Some("t1")).await?.is_empty(), "a new event has subscriptions");
+        let id = self.add(&event, sub("https://example.com/h").owner("t1")).await?;
+        ensure!(ids(&self.lookup(&event, Some("t1")).await?) == set(&[&id]), "an add was not seen by the next look-up");
+        ensure!(self.lookup(&event, Some("t2")).await?.is_empty(), "t2 sees t1's subscription");
+        let moved = SubscriptionUpdate::new().owner_id(Some("t2".into()));
+        ensure!(self.store.update(&id, moved).await.map_err(|e| store_err("update", e))?, "update gave false");
+        ensure!(self.lookup(&event, Some("t1")).await?.is_empty(), "an owner change was not seen by the next look-up");
+        ensure!(ids(&self.lookup(&event, Some("t2")).await?) == set(&[&id]), "the new owner does not see it");
+        let url = SubscriptionUpdate::new().target_url("https://example.com/moved");
+        ensure!(self.store.update(&id, url).await.map_err(|e| store_err("update", e))?, "update gave false");
+        let got = self.lookup(&event, Some("t2")).await?;
+        ensure!(
+            got.first().is_some_and(|s| s.target_url == "https://example.com/moved"),
+            "a target url change was not seen by the next look-up"
+        );
+        ensure!(self.store.remove(&id).await.map_err(|e| store_err("remove", e))?, "remove gave false");
+        ensure!(self.lookup(&event, Some("t2")).await?.is_empty(), "a removal was not seen by the next look-up");
+        Ok(())
+    }
+
+    async fn concurrent_updates(&mut self) -> Outcome {
+        const N: usize = 50;
+        let event = self.event("");
+        let id = self.add(&event, sub("https://example.com/h").metadata(object(json!({"base": true})))).await?;
+        let store = self.store;
+        let updates = (0..N).map(|i| {
+            let id = id.clone();
+            async move {
+                let mut keys = Map::new();
+                keys.insert(format!("k{i}"), json!(i));
+                store.update(&id, SubscriptionUpdate::new().merge_metadata(keys)).await
+            }
+        });
+        for (i, result) in futures_util::future::join_all(updates).await.into_iter().enumerate() {
+            match result {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("concurrent update {i} gave false")),
+                Err(e) => return Err(format!("concurrent update {i} failed: {e}")),
+            }
+        }
+        let metadata = self.get(&id).await?.metadata.clone();
+        let missing: Vec<String> = (0..N).map(|i| format!("k{i}")).filter(|k| !metadata.contains_key(k)).collect();
+        ensure!(missing.is_empty(), "{} of {N} concurrent updates were lost: {missing:?}", missing.len());
+        ensure!(metadata.get("base") == Some(&json!(true)), "concurrent updates lost the original key");
+        Ok(())
+    }
+
+    async fn text_round_trips(&mut self) -> Outcome {
+        let event = self.event("");
+        let tricky = "it's \"quoted\" \\ back\\slash; DROP TABLE x; -- ünïcødé 東京 🎉 ?";
+        let owner = format!("tenant 'O''Brien' \"東京\" {} ", "o".repeat(300));
+        let owner = owner.as_str();
+        let mut wanted = sub("https://example.com/p%27ath?q=%22x%22&t=%E6%9D%B1").bearer(tricky);
+        wanted.owner_id = Some(owner.into());
+        wanted.metadata =
+            object(json!({ tricky: tricky, "k'ey": ["\"", "\\", "\n\t"], "big": 9_007_199_254_740_991_i64 }));
+        let id = self.add(&event, wanted.clone()).await?;
+        let got = self.get(&id).await?;
+        ensure!(got.subscription == wanted, "got {:?}, wanted {wanted:?}", got.subscription);
+        ensure!(got.auth.auth_value().map(Secret::expose) == Some(tricky), "the bearer token changed");
+        ensure!(ids(&self.lookup(&event, Some(owner)).await?) == set(&[&id]), "look-up by a tricky owner failed");
+        Ok(())
+    }
+}

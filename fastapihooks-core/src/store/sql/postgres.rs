@@ -1,0 +1,129 @@
+//! PostgreSQL: `JSONB` metadata, `TIMESTAMPTZ` times, `SELECT ... FOR UPDATE`.
+
+use std::str::FromStr;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{ChangedRow, Dialect, Failure, NewRow, RawRow, SqlConnectError, SqlStoreBuilder, apply_update};
+use crate::subscription::SubscriptionUpdate;
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+        id TEXT PRIMARY KEY,
+        event_name TEXT NOT NULL,
+        target_url TEXT NOT NULL,
+        auth_type TEXT NOT NULL DEFAULT 'none',
+        auth_value TEXT NULL,
+        metadata JSONB NOT NULL DEFAULT '{}'::jsonb,
+        owner_id TEXT NULL,
+        secrets TEXT NOT NULL DEFAULT '[]',
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS webhook_subscriptions_event_owner
+        ON webhook_subscriptions (event_name, owner_id)",
+];
+
+macro_rules! select {
+    ($tail:literal) => {
+        super::select_columns!("metadata::text", $tail)
+    };
+}
+
+pub(super) fn options(opts: &SqlStoreBuilder) -> Result<(PgPoolOptions, PgConnectOptions), SqlConnectError> {
+    let conn = PgConnectOptions::from_str(&opts.url)
+        .map_err(|e| SqlConnectError::Url { dialect: Dialect::Postgres, source: Box::new(e) })?;
+    let pool = PgPoolOptions::new().max_connections(opts.max_connections).acquire_timeout(opts.acquire_timeout);
+    Ok((pool, conn))
+}
+
+pub(super) async fn init(pool: &PgPool) -> Result<(), sqlx::Error> {
+    // Two processes running `init` at once can race on `IF NOT EXISTS`
+    // (a unique violation on the catalog): serialize them with an advisory lock.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7293640118113)").execute(&mut *tx).await?;
+    for statement in SCHEMA {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+pub(super) async fn insert(pool: &PgPool, row: &NewRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_subscriptions (id, event_name, target_url, auth_type, auth_value, metadata, owner_id, secrets, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $9)",
+    )
+    .bind(&row.id)
+    .bind(&row.event_name)
+    .bind(&row.target_url)
+    .bind(row.auth_type)
+    .bind(&row.auth_value)
+    .bind(&row.metadata)
+    .bind(&row.owner_id)
+    .bind(&row.secrets)
+    .bind(row.now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1").bind(id).execute(pool).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<RawRow>, sqlx::Error> {
+    const SQL: &str = select!("WHERE id = $1");
+    let row = sqlx::query(SQL).bind(id).fetch_optional(pool).await?;
+    row.map(|row| super::decode_row!(row)).transpose()
+}
+
+pub(super) async fn list(pool: &PgPool, event_name: &str) -> Result<Vec<RawRow>, sqlx::Error> {
+    const SQL: &str = select!("WHERE event_name = $1 ORDER BY id");
+    let rows = sqlx::query(SQL).bind(event_name).fetch_all(pool).await?;
+    rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+pub(super) async fn for_owner(
+    pool: &PgPool,
+    event_name: &str,
+    owner: Option<&str>,
+) -> Result<Vec<RawRow>, sqlx::Error> {
+    let rows = match owner {
+        Some(owner) => {
+            const SQL: &str = select!("WHERE event_name = $1 AND (owner_id = $2 OR owner_id IS NULL) ORDER BY id");
+            sqlx::query(SQL).bind(event_name).bind(owner).fetch_all(pool).await?
+        }
+        None => {
+            const SQL: &str = select!("WHERE event_name = $1 AND owner_id IS NULL ORDER BY id");
+            sqlx::query(SQL).bind(event_name).fetch_all(pool).await?
+        }
+    };
+    rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+pub(super) async fn update(pool: &PgPool, id: &str, update: SubscriptionUpdate) -> Result<bool, Failure> {
+    const SQL: &str = select!("WHERE id = $1 FOR UPDATE");
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query(SQL).bind(id).fetch_optional(&mut *tx).await? else {
+        return Ok(false);
+    };
+    let changed: ChangedRow = apply_update(super::decode_row!(row)?, update)?;
+    sqlx::query(
+        "UPDATE webhook_subscriptions SET target_url = $1, auth_type = $2, auth_value = $3, metadata = $4::jsonb,
+         owner_id = $5, secrets = $6, updated_at = $7 WHERE id = $8",
+    )
+    .bind(&changed.target_url)
+    .bind(changed.auth_type)
+    .bind(&changed.auth_value)
+    .bind(&changed.metadata)
+    .bind(&changed.owner_id)
+    .bind(&changed.secrets)
+    .bind(changed.updated_at)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
