@@ -17,6 +17,7 @@ mod signing_secrets;
 mod signing_util;
 mod store_cached;
 mod store_conformance;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod store_sql;
 mod store_util;
 mod util;

@@ -11,6 +11,7 @@ pub mod axum;
 mod context;
 mod transform;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -62,8 +63,9 @@ pub enum ResponsePayload {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Emission {
-    /// The event name.
-    pub event_name: String,
+    /// The event name (borrowed when it is a literal: no allocation on the
+    /// request path).
+    pub event_name: Cow<'static, str>,
     /// The owner resolved for this request; `None` falls back to the hooks'
     /// default owner.
     pub owner_id: Option<String>,
@@ -81,7 +83,7 @@ pub struct Emission {
 
 impl Emission {
     /// An emission of `event_name`, timestamped now, with nothing else.
-    pub fn new(event_name: impl Into<String>) -> Self {
+    pub fn new(event_name: impl Into<Cow<'static, str>>) -> Self {
         Self {
             event_name: event_name.into(),
             owner_id: None,
@@ -190,7 +192,8 @@ pub struct ShutdownReport {
 }
 
 struct Queued {
-    id: EventId,
+    /// Made by `emit` (which returns it), or by the pipeline for `enqueue`.
+    id: Option<EventId>,
     emission: Emission,
 }
 
@@ -233,8 +236,9 @@ impl Pipeline {
     /// Context -> transform -> event. A failed transform is reported here.
     fn event(&self, q: Queued) -> Result<Event, ()> {
         let Queued { id, emission: e } = q;
+        let id = id.unwrap_or_default();
         let owner_id = e.owner_id.or_else(|| self.default_owner.clone());
-        let subscribers = self.subscribers.get(&e.event_name).map(|s| s.to_vec()).unwrap_or_default();
+        let subscribers = self.subscribers.get(&*e.event_name).map(|s| s.to_vec()).unwrap_or_default();
         let payload = match e.transform {
             None => match e.response {
                 ResponsePayload::None => Ok(Payload::null()),
@@ -250,7 +254,7 @@ impl Pipeline {
                     ResponsePayload::Value(v) => v,
                 };
                 let ctx = FastapihooksContext {
-                    event_name: e.event_name.clone(),
+                    event_name: e.event_name.clone().into_owned(),
                     owner_id: owner_id.clone(),
                     timestamp: e.timestamp,
                     headers: e.headers,
@@ -260,7 +264,7 @@ impl Pipeline {
                 transform.apply(&ctx)
             }
         };
-        let event = Event::new(e.event_name, Payload::null())
+        let event = Event::new(e.event_name.into_owned(), Payload::null())
             .with_id(id)
             .with_owner(owner_id)
             .with_timestamp(e.timestamp)
@@ -363,16 +367,29 @@ impl Fastapihooks {
     /// to `on_failure` (and counted) before this returns.
     pub fn emit(&self, emission: Emission) -> Result<EventId, EmitError> {
         let id = EventId::new();
-        let queued = Queued { id: id.clone(), emission };
+        self.queue(Queued { id: Some(id.clone()), emission }).map(|()| id)
+    }
+
+    /// Like [`Fastapihooks::emit`], for callers that do not need the event
+    /// id: the id is made off the request path, by the pipeline. This is
+    /// what `#[hook]` calls.
+    ///
+    /// # Errors
+    /// As [`Fastapihooks::emit`].
+    pub fn enqueue(&self, emission: Emission) -> Result<(), EmitError> {
+        self.queue(Queued { id: None, emission })
+    }
+
+    fn queue(&self, queued: Queued) -> Result<(), EmitError> {
         match self.inner.tx.try_send(queued) {
             Ok(()) => {
                 Stats::inc(&self.inner.stats.emitted);
-                Ok(id)
+                Ok(())
             }
             Err(mpsc::error::TrySendError::Full(q)) => {
                 Stats::inc(&self.inner.stats.queue_full);
                 let capacity = self.inner.capacity;
-                tracing::warn!(event_id = %id, capacity, "intake queue full; event handed to on_failure");
+                tracing::warn!(event = %q.emission.event_name, capacity, "intake queue full; event handed to on_failure");
                 self.inner.pipeline.reject(q, DeliveryError::QueueFull { capacity });
                 Err(EmitError::QueueFull(capacity))
             }
@@ -388,7 +405,11 @@ impl Fastapihooks {
     /// # Errors
     /// As [`Fastapihooks::emit`]. A value that is not JSON-serializable is
     /// reported as a transform failure when the pipeline handles it.
-    pub fn send(&self, event_name: impl Into<String>, payload: &impl serde::Serialize) -> Result<EventId, EmitError> {
+    pub fn send(
+        &self,
+        event_name: impl Into<Cow<'static, str>>,
+        payload: &impl serde::Serialize,
+    ) -> Result<EventId, EmitError> {
         let value = serde_json::to_value(payload).unwrap_or(Value::Null);
         self.emit(Emission::new(event_name).response_value(value))
     }

@@ -150,7 +150,7 @@ impl<Site: HookSite> HookParts<Site> {
         emission.response = if Site::RESPONSE { response } else { ResponsePayload::None };
         emission.transform = Site::transform();
         // An error means the event went to `on_failure` already.
-        let _ = hooks.emit(emission);
+        let _ = hooks.enqueue(emission);
     }
 }
 
