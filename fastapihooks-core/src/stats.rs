@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) emitted: AtomicU64,
+    pub(crate) unsubscribed: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) transform_failed: AtomicU64,
     pub(crate) published: AtomicU64,
@@ -24,6 +25,7 @@ impl Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
             emitted: get(&self.emitted),
+            unsubscribed: get(&self.unsubscribed),
             queue_full: get(&self.queue_full),
             transform_failed: get(&self.transform_failed),
             published: get(&self.published),
@@ -41,6 +43,9 @@ impl Stats {
 pub struct StatsSnapshot {
     /// Events accepted by `emit`.
     pub emitted: u64,
+    /// Events emitted while nothing could receive them (no static
+    /// subscriber, and the store certain it has none): skipped, at no cost.
+    pub unsubscribed: u64,
     /// Events refused because the intake queue was full (sent to `on_failure`).
     pub queue_full: u64,
     /// Events whose transform failed or panicked (sent to `on_failure`).

@@ -175,3 +175,28 @@ async fn invalid_json_response_bytes_are_reported_not_sent() {
     assert!(rx.hits().is_empty());
     assert!(matches!(dlq.entries()[0].error, DeliveryError::Transform(TransformError::Serialize(_))));
 }
+
+#[tokio::test]
+async fn events_nobody_is_subscribed_to_are_skipped_and_counted() {
+    use fastapihooks::{MemoryStore, Store};
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    let hooks = local_builder().store(store.clone()).subscriber("static.only", sub(rx.url("/static"))).build().unwrap();
+    assert!(!hooks.is_subscribed("e"));
+    assert!(hooks.is_subscribed("static.only"));
+    hooks.send("e", &json!(1)).unwrap();
+    let id = store.add("e", sub(rx.url("/stored"))).await.unwrap();
+    assert!(hooks.is_subscribed("e"), "an add is seen at once");
+    hooks.send("e", &json!(2)).unwrap();
+    rx.wait_for("/stored", 1, WAIT).await;
+    store.remove(&id).await.unwrap();
+    assert!(!hooks.is_subscribed("e"), "a removal is seen at once");
+    hooks.send("e", &json!(3)).unwrap();
+    hooks.send("static.only", &json!(4)).unwrap();
+    assert!(hooks.shutdown(WAIT).await.drained);
+    let stored: Vec<Value> = rx.hits_for("/stored").iter().map(|h| h.json()).collect();
+    assert_eq!(stored, [json!(2)]);
+    assert_eq!(rx.hits_for("/static").len(), 1);
+    let s = hooks.stats();
+    assert_eq!((s.unsubscribed, s.emitted, s.delivered), (2, 2, 2));
+}

@@ -7,7 +7,7 @@ use fastapihooks::store::conformance::{self, Check};
 /// Adding a check to the suite must add a test for it below.
 #[test]
 fn every_check_has_a_test_below() {
-    assert_eq!(Check::ALL.len(), 14, "add the new check to `suite!`");
+    assert_eq!(Check::ALL.len(), 15, "add the new check to `suite!`");
 }
 
 #[tokio::test]
@@ -92,6 +92,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn list_filters_by_event_name() {
                 check(Check::ListFiltersByEventName).await
+            }
+            #[tokio::test]
+            async fn hint_is_never_falsely_negative() {
+                check(Check::HintIsNeverFalselyNegative).await
             }
             #[tokio::test]
             async fn update_is_partial() {

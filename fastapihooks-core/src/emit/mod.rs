@@ -226,6 +226,9 @@ struct Inner {
 /// published event, or a reported failure.
 struct Pipeline {
     backend: Arc<dyn Backend>,
+    /// Consulted (for its hint) only when delivery is in-process.
+    store: Option<Arc<dyn Store>>,
+    in_process: bool,
     default_owner: Option<String>,
     subscribers: HashMap<String, Arc<[WebhookSubscription]>>,
     failures: Arc<dyn FailureHandler>,
@@ -380,7 +383,26 @@ impl Fastapihooks {
         self.queue(Queued { id: None, emission })
     }
 
+    /// True when an event of `event_name` may have a subscriber: always
+    /// with a queue backend (the worker's store decides); in-process, when a
+    /// static subscriber or the store (by its
+    /// [`has_subscriptions_hint`](Store::has_subscriptions_hint)) may have
+    /// one. Cheap and without I/O: `#[hook]` asks it first and skips all its
+    /// work for events nobody can receive.
+    pub fn is_subscribed(&self, event_name: &str) -> bool {
+        let p = &self.inner.pipeline;
+        if !p.in_process || p.subscribers.contains_key(event_name) {
+            return true;
+        }
+        p.store.as_ref().is_some_and(|s| s.has_subscriptions_hint(event_name) != Some(false))
+    }
+
     fn queue(&self, queued: Queued) -> Result<(), EmitError> {
+        // After shutdown every event is refused (and reported), subscribed or not.
+        if !self.inner.intake_closed.is_cancelled() && !self.is_subscribed(&queued.emission.event_name) {
+            Stats::inc(&self.inner.stats.unsubscribed);
+            return Ok(());
+        }
         match self.inner.tx.try_send(queued) {
             Ok(()) => {
                 Stats::inc(&self.inner.stats.emitted);
@@ -412,6 +434,12 @@ impl Fastapihooks {
     ) -> Result<EventId, EmitError> {
         let value = serde_json::to_value(payload).unwrap_or(Value::Null);
         self.emit(Emission::new(event_name).response_value(value))
+    }
+
+    /// Counts an event skipped because nobody is subscribed (for `#[hook]`,
+    /// which checks [`Fastapihooks::is_subscribed`] before capturing).
+    pub(crate) fn count_unsubscribed(&self) {
+        Stats::inc(&self.inner.stats.unsubscribed);
     }
 
     /// The global default owner.
@@ -685,6 +713,7 @@ impl FastapihooksBuilder {
         let stats = Arc::new(Stats::default());
         let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
+        let store_hint = self.store.clone();
         let dispatcher = if backend.delivers_in_process() {
             let sender = Sender::new(
                 self.network,
@@ -694,7 +723,7 @@ impl FastapihooksBuilder {
             )?;
             let d = Dispatcher::new(Shared {
                 sender,
-                store: self.store,
+                store: self.store.clone(),
                 retry: self.retry,
                 failures: failures.clone(),
                 stats: stats.clone(),
@@ -711,6 +740,8 @@ impl FastapihooksBuilder {
             None
         };
         let pipeline = Arc::new(Pipeline {
+            in_process: dispatcher.is_some(),
+            store: store_hint,
             backend,
             default_owner: self.default_owner,
             subscribers: subscribers.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),

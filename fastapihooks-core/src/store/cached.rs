@@ -300,6 +300,12 @@ impl<S: Store> Store for CachedStore<S> {
             }),
         }
     }
+
+    fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
+        // The inner store's own writes are the only ones this process sees
+        // at once; its hint (if it has one) is as fresh as its data.
+        self.inner.has_subscriptions_hint(event_name)
+    }
 }
 
 impl<S: Store> CachedStore<S> {

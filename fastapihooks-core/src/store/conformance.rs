@@ -91,6 +91,10 @@ checks! {
     /// 50 concurrent partial metadata updates to one subscription lose none
     /// of their keys.
     ConcurrentMetadataUpdatesLoseNoKey => "concurrent_metadata_updates_lose_no_key",
+    /// `has_subscriptions_hint` never says "none" (`Some(false)`) for an
+    /// event that has a subscription, whatever its owner; a store that
+    /// answers `Some(..)` follows adds and removals at once.
+    HintIsNeverFalselyNegative => "hint_is_never_falsely_negative",
     /// Text round-trips byte for byte: quotes, backslashes, non-ASCII,
     /// SQL-looking strings and a 300-character owner, in the URL, owner,
     /// token and metadata.
@@ -244,6 +248,7 @@ impl<S: Store + ?Sized> Cx<'_, S> {
             Check::RemoveReturnsTrueIfItExisted => self.remove().await,
             Check::UnknownIdIsNotAnError => self.unknown_id().await,
             Check::ListFiltersByEventName => self.list_filters().await,
+            Check::HintIsNeverFalselyNegative => self.hint().await,
             Check::UpdateIsPartial => self.update_partial().await,
             Check::UpdateMergesMetadata => self.update_merges().await,
             Check::UpdateRefusesInvalidTargetUrl => self.update_refuses_bad_url().await,
@@ -484,6 +489,24 @@ impl<S: Store + ?Sized> Cx<'_, S> {
             ensure!(
                 got.iter().all(|s| s.event_name == event),
                 "subscriptions_for returned another event's subscription"
+            );
+        }
+        Ok(())
+    }
+
+    async fn hint(&mut self) -> Outcome {
+        let event = self.event("");
+        let before = self.store.has_subscriptions_hint(&event);
+        let id = self.add(&event, sub("https://example.com/h").owner("t1")).await?;
+        ensure!(
+            self.store.has_subscriptions_hint(&event) != Some(false),
+            "the hint says {event} has no subscription right after an add"
+        );
+        ensure!(self.store.remove(&id).await.map_err(|e| store_err("remove", e))?, "remove gave false");
+        if before.is_some() {
+            ensure!(
+                self.store.has_subscriptions_hint(&event) == Some(false),
+                "the hint knew {event} had none before the add, but not after the removal"
             );
         }
         Ok(())

@@ -12,7 +12,14 @@ use crate::subscription::{StoredWebhookSubscription, SubscriptionUpdate, Webhook
 /// Cheap to clone: clones share the same subscriptions.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    inner: Arc<RwLock<HashMap<String, StoredWebhookSubscription>>>,
+    inner: Arc<RwLock<Subscriptions>>,
+}
+
+#[derive(Debug, Default)]
+struct Subscriptions {
+    by_id: HashMap<String, StoredWebhookSubscription>,
+    /// How many subscriptions each event name has (for the hint).
+    per_event: HashMap<String, usize>,
 }
 
 impl MemoryStore {
@@ -21,14 +28,19 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, StoredWebhookSubscription>> {
-        // A panic while holding the lock cannot leave a map half-updated
-        // (every write is a single insert/remove), so poisoning is ignored.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Subscriptions> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // (no user code runs under it), so poisoning is ignored.
         self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredWebhookSubscription>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Subscriptions> {
         self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sorted(mut subs: Vec<StoredWebhookSubscription>) -> Vec<StoredWebhookSubscription> {
+        subs.sort_by(|a, b| a.id.cmp(&b.id));
+        subs
     }
 }
 
@@ -39,28 +51,37 @@ impl Store for MemoryStore {
         let id = new_subscription_id();
         let now = Utc::now();
         let stored = StoredWebhookSubscription::new(id.clone(), event_name, subscription, now, now);
-        self.write().insert(id.clone(), stored);
+        let mut subs = self.write();
+        subs.by_id.insert(id.clone(), stored);
+        *subs.per_event.entry(event_name.to_owned()).or_default() += 1;
         Ok(id)
     }
 
     async fn remove(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.write().remove(id).is_some())
+        let mut subs = self.write();
+        let Some(removed) = subs.by_id.remove(id) else { return Ok(false) };
+        if let Some(n) = subs.per_event.get_mut(&removed.event_name) {
+            *n -= 1;
+            if *n == 0 {
+                subs.per_event.remove(&removed.event_name);
+            }
+        }
+        Ok(true)
     }
 
     async fn get(&self, id: &str) -> Result<Option<StoredWebhookSubscription>, StoreError> {
-        Ok(self.read().get(id).cloned())
+        Ok(self.read().by_id.get(id).cloned())
     }
 
     async fn list(&self, event_name: &str) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let mut subs: Vec<_> = self.read().values().filter(|s| s.event_name == event_name).cloned().collect();
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(subs)
+        let subs = self.read().by_id.values().filter(|s| s.event_name == event_name).cloned().collect();
+        Ok(Self::sorted(subs))
     }
 
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError> {
         update.validate()?;
-        let mut map = self.write();
-        let Some(stored) = map.get_mut(id) else { return Ok(false) };
+        let mut subs = self.write();
+        let Some(stored) = subs.by_id.get_mut(id) else { return Ok(false) };
         update.apply(&mut stored.subscription);
         stored.updated_at = Utc::now();
         Ok(true)
@@ -71,9 +92,17 @@ impl Store for MemoryStore {
         event_name: &str,
         owner_id: Option<&str>,
     ) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let mut subs: Vec<_> =
-            self.read().values().filter(|s| s.event_name == event_name && s.accepts_owner(owner_id)).cloned().collect();
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(subs)
+        let subs = self
+            .read()
+            .by_id
+            .values()
+            .filter(|s| s.event_name == event_name && s.accepts_owner(owner_id))
+            .cloned()
+            .collect();
+        Ok(Self::sorted(subs))
+    }
+
+    fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
+        Some(self.read().per_event.contains_key(event_name))
     }
 }

@@ -72,6 +72,18 @@ pub trait Store: Send + Sync + 'static {
     /// A partial update (metadata merged); `true` if the subscription exists.
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError>;
 
+    /// A cheap answer, without I/O, to "may an event of `event_name` have
+    /// any subscription (of any owner)?": `Some(false)` only when certainly
+    /// none, `None` when the store cannot tell without a query (the default).
+    ///
+    /// The runtime asks it on the request path and skips events nobody is
+    /// subscribed to, so it must be fast and must never return a false
+    /// `Some(false)`.
+    fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
+        let _ = event_name;
+        None
+    }
+
     /// The subscriptions an event of `event_name` and `owner_id` goes to:
     /// those of that owner, and those with no owner.
     ///

@@ -124,6 +124,11 @@ where
             super::handle_missing(Site::EVENT);
             return Ok(Self { hooks: None, headers: None, owner: None, site: PhantomData });
         };
+        if !hooks.is_subscribed(Site::EVENT) {
+            // Nobody can receive this event: capture nothing, emit nothing.
+            hooks.count_unsubscribed();
+            return Ok(Self { hooks: None, headers: None, owner: None, site: PhantomData });
+        }
         let headers = Site::HEADERS.then(|| copy_headers(&parts.headers, Site::CREDENTIALS));
         let owner = Site::owner(parts);
         Ok(Self { hooks: Some(hooks), headers, owner, site: PhantomData })
