@@ -67,6 +67,7 @@ pub(crate) struct Shared {
     pub(crate) global: Arc<Semaphore>,
     pub(crate) pending: Arc<Semaphore>,
     pub(crate) endpoints: Endpoints,
+    pub(crate) urls: UrlCache,
     pub(crate) tasks: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -75,6 +76,33 @@ impl Shared {
     pub(crate) fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
         self.failures.on_failure(failure);
+    }
+}
+
+/// Parsed target URLs, by their text: parsing one costs thousands of
+/// instructions, and the same few URLs come back with every event.
+#[derive(Default)]
+pub(crate) struct UrlCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, url::Url>>,
+}
+
+impl UrlCache {
+    /// Bounded: past this many URLs the cache starts over.
+    const CAPACITY: usize = 4096;
+
+    fn parse(&self, target: &str) -> Result<url::Url, crate::subscription::InvalidSubscription> {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(url) = map.get(target) {
+            return Ok(url.clone());
+        }
+        drop(map);
+        let url = crate::subscription::validate_target_url(target)?;
+        map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(target.to_owned(), url.clone());
+        Ok(url)
     }
 }
 
@@ -253,7 +281,7 @@ impl Dispatcher {
         for (sub, sub_id) in targets {
             // Parsed once per delivery, here: the endpoint key and every
             // attempt reuse it.
-            let url = match crate::subscription::validate_target_url(&sub.target_url) {
+            let url = match shared.urls.parse(&sub.target_url) {
                 Ok(url) => url,
                 Err(e) => {
                     let error = DeliveryError::Refused(e.to_string());

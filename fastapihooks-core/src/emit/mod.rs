@@ -731,6 +731,7 @@ impl FastapihooksBuilder {
                 pending: Arc::new(Semaphore::new(self.limits.max_pending_deliveries)),
                 limits: self.limits,
                 endpoints: Default::default(),
+                urls: Default::default(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             });

@@ -137,7 +137,11 @@ impl Sender {
             Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        self.policy.check(&ip.to_string(), ip).map_err(|e| DeliveryError::Refused(e.to_string()))
+        if self.policy.permits(ip) {
+            return Ok(());
+        }
+        let refused = Refused { host: ip.to_string(), addr: ip };
+        Err(DeliveryError::Refused(refused.to_string()))
     }
 
     fn classify(&self, err: reqwest::Error) -> DeliveryError {
