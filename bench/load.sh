@@ -95,12 +95,14 @@ for run in $(seq "$RUNS"); do
     emitted=$(app_stat emitted)
     want=$((emitted * subs))
     lag_ms=$(drain "$want")
-    got=$(rx_stat unique); failed=$(app_stat failed); bad=$(rx_stat bad_signatures)
+    # Refused at intake (queue full): one report per event, covering all its subscribers.
+    got=$(rx_stat unique); refused=$(app_stat queue_full); failed=$(( $(app_stat failed) - refused )); bad=$(rx_stat bad_signatures)
     record "b${subs}_rps_vs_plain" "$(python3 -c "print($rps / $plain)")"
     record "b${subs}_events_per_s" "$(python3 -c "print($delivered_during / $subs / $DURATION)")"
     record "b${subs}_deliveries_per_s" "$(python3 -c "print($delivered_during / $DURATION)")"
     record "b${subs}_backlog_at_stop" "$((want - delivered_during))"
     record "b${subs}_lag_ms" "$lag_ms"
+    record "b${subs}_refused_at_intake" "$refused"
     record "b${subs}_reported" "$failed"
     record "b${subs}_lost" "$((want - got - failed))"
     record "b${subs}_bad_signatures" "$bad"

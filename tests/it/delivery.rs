@@ -381,3 +381,36 @@ async fn store_and_static_subscribers_are_both_delivered() {
     assert_eq!(rx.hits_for("/stored").len(), 1);
     assert_eq!(rx.hits_for("/static").len(), 1);
 }
+
+#[tokio::test]
+async fn first_attempts_are_not_starved_by_retries() {
+    // One endpoint, one worker, 10 ms per request, and 20 events failing
+    // with 1 ms retry delays: the endpoint's retry queue is never empty.
+    // Served retries-first, the fresh events would wait for all 220
+    // attempts (~2 s); alternating, they get every other turn.
+    let rx = Receiver::start().await;
+    rx.script("/retry", [Reply::status(503).delay(Duration::from_millis(10))]);
+    let dlq = InMemoryDeadLetterQueue::new(100);
+    let hooks = local_builder()
+        .per_endpoint_concurrency(1)
+        .retry_policy(RetryPolicy::schedule([Duration::from_millis(1); 10]).with_jitter(1.0, 1.0))
+        .on_failure(dlq.clone())
+        .subscriber("r", sub(rx.url("/retry")))
+        .subscriber("f", sub(rx.url("/fresh")))
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        hooks.send("r", &json!({})).unwrap();
+    }
+    rx.wait_for("/retry", 40, WAIT).await; // retries are cycling
+    for _ in 0..5 {
+        hooks.send("f", &json!({})).unwrap();
+    }
+    let fresh = rx.wait_for("/fresh", 5, WAIT).await;
+    assert_eq!(fresh.len(), 5);
+    let retries_so_far = rx.hits_for("/retry").len();
+    assert!(retries_so_far < 150, "first attempts waited behind {retries_so_far} retry attempts");
+    assert!(hooks.shutdown(WAIT).await.drained);
+    assert_eq!(rx.hits_for("/retry").len(), 20 * 11, "each retried event: 1 attempt + 10 retries");
+    assert_eq!(dlq.len(), 20);
+}
