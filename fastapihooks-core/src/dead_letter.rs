@@ -115,6 +115,15 @@ impl<F: Fn(DeliveryFailure) + Send + Sync + 'static> FailureHandler for F {
     }
 }
 
+/// Hands a failure to `handler`, containing a panic: a failing callback
+/// must not take a delivery worker (and its endpoint's queue) down with it.
+pub(crate) fn report(handler: &dyn FailureHandler, failure: DeliveryFailure) {
+    let event_id = failure.event.id.clone();
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_failure(failure))).is_err() {
+        tracing::error!(event_id = %event_id, "the on_failure handler panicked; the failure it was given is lost to it");
+    }
+}
+
 /// The handler used when none is set: logs each failure at error level.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogFailures;

@@ -414,3 +414,30 @@ async fn first_attempts_are_not_starved_by_retries() {
     assert_eq!(rx.hits_for("/retry").len(), 20 * 11, "each retried event: 1 attempt + 10 retries");
     assert_eq!(dlq.len(), 20);
 }
+
+#[tokio::test]
+async fn a_panicking_on_failure_handler_does_not_stop_delivery() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rx = Receiver::start().await;
+    rx.script("/gone", [Reply::status(404)]);
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let hooks = local_builder()
+        .per_endpoint_concurrency(1)
+        .on_failure(move |_f: fastapihooks::DeliveryFailure| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            panic!("the user's handler is broken");
+        })
+        .subscriber("e", sub(rx.url("/gone")))
+        .subscriber("e", sub(rx.url("/ok")))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        hooks.send("e", &json!(i)).unwrap();
+    }
+    assert!(hooks.shutdown(WAIT).await.drained);
+    // The endpoint's one worker survived each panic and served the next event.
+    assert_eq!(rx.hits_for("/gone").len(), 3);
+    assert_eq!(rx.hits_for("/ok").len(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

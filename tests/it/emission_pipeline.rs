@@ -200,3 +200,17 @@ async fn events_nobody_is_subscribed_to_are_skipped_and_counted() {
     let s = hooks.stats();
     assert_eq!((s.unsubscribed, s.emitted, s.delivered), (2, 2, 2));
 }
+
+#[tokio::test]
+async fn send_refuses_and_reports_a_payload_that_is_not_json() {
+    let rx = Receiver::start().await;
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let hooks = local_builder().on_failure(dlq.clone()).subscriber("e", sub(rx.url("/h"))).build().unwrap();
+    // JSON object keys must be strings.
+    let bad: std::collections::HashMap<(i32, i32), i32> = [((1, 2), 3)].into();
+    let err = hooks.send("e", &bad).unwrap_err();
+    assert!(matches!(err, EmitError::Payload { error: TransformError::Serialize(_), .. }), "{err:?}");
+    assert!(hooks.shutdown(WAIT).await.drained);
+    assert!(rx.hits().is_empty(), "nothing is sent in its place");
+    assert!(matches!(dlq.entries()[0].error, DeliveryError::Transform(TransformError::Serialize(_))));
+}

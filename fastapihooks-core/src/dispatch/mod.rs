@@ -75,7 +75,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
-        self.failures.on_failure(failure);
+        crate::dead_letter::report(&*self.failures, failure);
     }
 }
 

@@ -156,6 +156,14 @@ pub enum EmitError {
     /// The runtime is shutting down.
     #[error("fastapihooks is shut down; the event went to on_failure")]
     ShutDown,
+    /// The payload given to [`Fastapihooks::send`] is not serializable as JSON.
+    #[error("{error}; the event went to on_failure")]
+    Payload {
+        /// The id the event was given.
+        event_id: EventId,
+        /// Why it could not be serialized.
+        error: TransformError,
+    },
 }
 
 /// Why the runtime could not be built.
@@ -285,7 +293,7 @@ impl Pipeline {
 
     fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
-        self.failures.on_failure(failure);
+        crate::dead_letter::report(&*self.failures, failure);
     }
 
     /// Reports an emission that will not be published.
@@ -425,15 +433,26 @@ impl Fastapihooks {
     /// Emits `payload` (any `Serialize` value) as the event's body.
     ///
     /// # Errors
-    /// As [`Fastapihooks::emit`]. A value that is not JSON-serializable is
-    /// reported as a transform failure when the pipeline handles it.
+    /// As [`Fastapihooks::emit`]; and [`EmitError::Payload`] when the value
+    /// cannot be serialized as JSON (reported to `on_failure` too).
     pub fn send(
         &self,
         event_name: impl Into<Cow<'static, str>>,
         payload: &impl serde::Serialize,
     ) -> Result<EventId, EmitError> {
-        let value = serde_json::to_value(payload).unwrap_or(Value::Null);
-        self.emit(Emission::new(event_name).response_value(value))
+        let event_name = event_name.into();
+        match serde_json::to_vec(payload) {
+            Ok(json) => self.emit(Emission::new(event_name).response_json(Bytes::from(json))),
+            Err(e) => {
+                // Reported like a failed transform: the event is not sent.
+                let event = Event::new(event_name.into_owned(), Payload::null());
+                let id = event.id.clone();
+                let error = TransformError::Serialize(e.to_string());
+                Stats::inc(&self.inner.stats.transform_failed);
+                self.inner.pipeline.fail(DeliveryFailure::of_event(Arc::new(event), error.clone().into()));
+                Err(EmitError::Payload { event_id: id, error })
+            }
+        }
     }
 
     /// Counts an event skipped because nobody is subscribed (for `#[hook]`,
