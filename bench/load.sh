@@ -117,6 +117,16 @@ for run in $(seq "$RUNS"); do
       record fixed5k_p99_1sub_ms "$(python3 -c "print($p99_1 * 1000)")"
       record fixed5k_backlog_s "$(python3 -c "print(($want - $at_stop) / 5000)")"
       record fixed5k_lag_ms "$(drain "$want")"
+      # The same, with delivery on a dedicated lower-priority runtime.
+      stop_app; start_app 1 --dedicated 1
+      curl -s -XPOST "$RX/reset" >/dev/null
+      before=$(app_stat emitted)
+      p99_1d=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+      at_stop=$(rx_stat unique)
+      want=$(( $(app_stat emitted) - before ))
+      record fixed5k_dedicated_p99_ratio "$(python3 -c "print($p99_1d / $p99_0)")"
+      record fixed5k_dedicated_p99_1sub_ms "$(python3 -c "print($p99_1d * 1000)")"
+      record fixed5k_dedicated_backlog_s "$(python3 -c "print(($want - $at_stop) / 5000)")"
     fi
     stop_app
   done

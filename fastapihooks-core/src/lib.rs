@@ -52,6 +52,7 @@
 pub mod backend;
 pub mod dead_letter;
 mod dispatch;
+pub use dispatch::DeliveryRuntime;
 pub mod emit;
 pub mod event;
 pub mod retry;

@@ -441,3 +441,44 @@ async fn a_panicking_on_failure_handler_does_not_stop_delivery() {
     assert_eq!(rx.hits_for("/ok").len(), 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+/// The niceness of this process's threads whose name starts with `prefix`
+/// (Linux: `/proc/self/task/*/stat`, field 19).
+fn thread_niceness(prefix: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        found.push(after_comm.split_whitespace().nth(16).unwrap().parse().unwrap());
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_dedicated_delivery_runtime_delivers_on_lower_priority_threads() {
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(503), Reply::status(200)]);
+    let hooks = local_builder()
+        .delivery_runtime(fastapihooks::DeliveryRuntime::dedicated(2).nice(7))
+        .subscriber("e", sub(rx.url("/h")))
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        hooks.send("e", &json!(i)).unwrap();
+    }
+    rx.wait_for("/h", 6, WAIT).await;
+    // Thread names are cut to 15 bytes: "fastapihooks-de".
+    assert_eq!(thread_niceness("fastapihooks-de"), [7, 7], "two delivery threads at niceness 7");
+    assert!(hooks.shutdown(WAIT).await.drained, "retries on the dedicated runtime drain too");
+    assert_eq!(hooks.stats().delivered, 5);
+    // Shutdown stops the dedicated runtime: its threads are gone.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !thread_niceness("fastapihooks-de").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(thread_niceness("fastapihooks-de").is_empty(), "delivery threads outlived shutdown");
+}

@@ -108,6 +108,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = arg("--endpoint-backlog") {
         builder = builder.max_endpoint_backlog(b.parse()?);
     }
+    if let Some(threads) = arg("--dedicated") {
+        let nice: i32 = arg("--nice").unwrap_or_else(|| "10".into()).parse()?;
+        builder = builder.delivery_runtime(fastapihooks::DeliveryRuntime::dedicated(threads.parse()?).nice(nice));
+    }
     let hooks = builder
         .store(store)
         .signing_secret(secret)

@@ -8,6 +8,10 @@
 //! Every job's final outcome counts down its event; the last one acks it.
 
 mod endpoint;
+mod runtime;
+
+pub use runtime::DeliveryRuntime;
+pub(crate) use runtime::OwnedRuntime;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -190,9 +194,15 @@ impl Dispatcher {
 
     /// Consumes `backend` until its stream ends or shutdown cancels it.
     /// Events read after cancellation are reported as shut down, not lost.
-    pub(crate) fn spawn_consumer(&self, backend: Arc<dyn Backend>) {
+    /// On `runtime` when given (every task it spawns stays there), else on
+    /// the current one.
+    pub(crate) fn spawn_consumer(&self, backend: Arc<dyn Backend>, runtime: Option<&tokio::runtime::Handle>) {
         let this = self.clone();
-        self.shared.tasks.spawn(async move { this.consume(backend).await });
+        let consume = async move { this.consume(backend).await };
+        match runtime {
+            Some(handle) => drop(self.shared.tasks.spawn_on(consume, handle)),
+            None => drop(self.shared.tasks.spawn(consume)),
+        }
     }
 
     async fn consume(self, backend: Arc<dyn Backend>) {

@@ -31,7 +31,7 @@ pub use transform::{IntoPayload, Transform, TransformError};
 
 use crate::backend::{Backend, BackgroundTaskBackend};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, LogFailures};
-use crate::dispatch::{Dispatcher, Limits, Shared};
+use crate::dispatch::{DeliveryRuntime, Dispatcher, Limits, OwnedRuntime, Shared};
 use crate::event::{Event, EventId, Payload};
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, SecretFormatError};
@@ -179,6 +179,9 @@ pub enum BuildError {
     /// The global signing secret cannot sign.
     #[error("invalid signing secret: {0}")]
     SigningSecret(#[from] SecretFormatError),
+    /// The dedicated delivery runtime could not be started.
+    #[error("could not start the delivery runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// A static subscriber is invalid.
     #[error("invalid static subscriber for `{event}`: {error}")]
     Subscriber {
@@ -226,6 +229,8 @@ struct Inner {
     /// Taken (and dropped, closing the HTTP connections) by `shutdown`.
     dispatcher: Mutex<Option<Dispatcher>>,
     in_process: bool,
+    /// The dedicated delivery runtime, if any; shut down after the dispatcher.
+    delivery_runtime: Mutex<Option<OwnedRuntime>>,
     /// Held for the whole shutdown; holds its report once done.
     shutdown: tokio::sync::Mutex<Option<ShutdownReport>>,
 }
@@ -515,6 +520,7 @@ impl Fastapihooks {
             // client, which closes its pooled connections.
             drop(dispatcher);
         }
+        drop(inner.delivery_runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         let report = ShutdownReport { drained };
         *done = Some(report);
         report
@@ -536,6 +542,7 @@ pub struct FastapihooksBuilder {
     connect_timeout: Duration,
     queue_capacity: usize,
     limits: Limits,
+    runtime: DeliveryRuntime,
 }
 
 impl Default for FastapihooksBuilder {
@@ -554,6 +561,7 @@ impl Default for FastapihooksBuilder {
             connect_timeout: Duration::from_secs(5),
             queue_capacity: 16_384,
             limits: Limits::default(),
+            runtime: DeliveryRuntime::default(),
         }
     }
 }
@@ -707,6 +715,15 @@ impl FastapihooksBuilder {
         self
     }
 
+    /// Where deliveries run (default: on the app's runtime). A dedicated
+    /// runtime at a lower priority keeps delivery from competing with
+    /// request handling; see [`DeliveryRuntime`].
+    #[must_use]
+    pub fn delivery_runtime(mut self, runtime: DeliveryRuntime) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
     /// Starts the runtime's tasks. Call inside a Tokio runtime.
     ///
     /// # Errors
@@ -733,6 +750,7 @@ impl FastapihooksBuilder {
         let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
         let store_hint = self.store.clone();
+        let mut delivery_runtime = None;
         let dispatcher = if backend.delivers_in_process() {
             let sender = Sender::new(
                 self.network,
@@ -754,7 +772,8 @@ impl FastapihooksBuilder {
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             });
-            d.spawn_consumer(backend.clone());
+            delivery_runtime = self.runtime.start().map_err(BuildError::Runtime)?;
+            d.spawn_consumer(backend.clone(), delivery_runtime.as_ref().and_then(OwnedRuntime::handle));
             Some(d)
         } else {
             None
@@ -784,6 +803,7 @@ impl FastapihooksBuilder {
                 in_process: dispatcher.is_some(),
                 dispatcher: Mutex::new(dispatcher),
                 shutdown: tokio::sync::Mutex::new(None),
+                delivery_runtime: Mutex::new(delivery_runtime),
             }),
         })
     }
