@@ -13,7 +13,6 @@ pub(crate) struct Stats {
     pub(crate) delivered: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) failed: AtomicU64,
-    pub(crate) handle_missing: AtomicU64,
 }
 
 impl Stats {
@@ -32,7 +31,6 @@ impl Stats {
             delivered: get(&self.delivered),
             retried: get(&self.retried),
             failed: get(&self.failed),
-            handle_missing: get(&self.handle_missing),
         }
     }
 }
@@ -58,6 +56,4 @@ pub struct StatsSnapshot {
     pub retried: u64,
     /// Final failures handed to `on_failure` (events and deliveries).
     pub failed: u64,
-    /// Hooked requests that found no `Fastapihooks` handle (see `#[hook]`).
-    pub handle_missing: u64,
 }

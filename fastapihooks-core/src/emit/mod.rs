@@ -476,13 +476,6 @@ impl Fastapihooks {
         self.inner.stats.snapshot()
     }
 
-    #[doc(hidden)]
-    pub fn __count_handle_missing(stats: Option<&Self>) {
-        if let Some(s) = stats {
-            Stats::inc(&s.inner.stats.handle_missing);
-        }
-    }
-
     /// Stops intake and waits, up to `deadline`, until every queued event
     /// and every pending delivery (retries included) is delivered or handed
     /// to `on_failure`. Whatever is still pending at the deadline is handed
