@@ -77,4 +77,12 @@ export FASTAPIHOOKS_TEST_MYSQL_URL="mysql://root@127.0.0.1:$MY_PORT/fastapihooks
 # SQLite needs no server: its tests use temporary files.
 # ---------------------------------------------------------------------------
 
-cargo test --workspace --all-features --no-fail-fast "$@"
+# Every test binary prints its own result line; the last one is often a
+# crate without doctests ("0 passed"). End with the total over all of them.
+set +e
+cargo test --workspace --all-features --no-fail-fast "$@" 2>&1 | tee "$WORK/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nfastapihooks: %d passed, %d failed\n", p, f }' "$WORK/cargo-test.log"
+exit "$status"
