@@ -146,7 +146,8 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>) {
                 let delay = if error.is_retryable() { shared.retry.delay(job.attempts - 1, retry_after) } else { None };
                 match delay {
                     None => {
-                        tracing::warn!(latency_ms = timer.millis(), error = %error, "delivery failed for good");
+                        // Reported once, through on_failure (which logs it when no handler is set).
+                        tracing::debug!(latency_ms = timer.millis(), error = %error, "delivery failed for good");
                         job.fail(&shared, error);
                     }
                     Some(delay) => {

@@ -228,7 +228,6 @@ struct Inner {
     pipeline_task: Mutex<Option<JoinHandle<()>>>,
     /// Taken (and dropped, closing the HTTP connections) by `shutdown`.
     dispatcher: Mutex<Option<Dispatcher>>,
-    in_process: bool,
     /// The dedicated delivery runtime, if any; shut down after the dispatcher.
     delivery_runtime: Mutex<Option<OwnedRuntime>>,
     /// Held for the whole shutdown; holds its report once done.
@@ -361,7 +360,7 @@ impl fmt::Debug for Fastapihooks {
         f.debug_struct("Fastapihooks")
             .field("capacity", &self.inner.capacity)
             .field("default_owner", &self.inner.pipeline.default_owner)
-            .field("in_process", &self.inner.in_process)
+            .field("in_process", &self.inner.pipeline.in_process)
             .finish_non_exhaustive()
     }
 }
@@ -424,7 +423,8 @@ impl Fastapihooks {
             Err(mpsc::error::TrySendError::Full(q)) => {
                 Stats::inc(&self.inner.stats.queue_full);
                 let capacity = self.inner.capacity;
-                tracing::warn!(event = %q.emission.event_name, capacity, "intake queue full; event handed to on_failure");
+                // Reported once, through on_failure (which logs it when no handler is set).
+                tracing::debug!(event = %q.emission.event_name, capacity, "intake queue full");
                 self.inner.pipeline.reject(q, DeliveryError::QueueFull { capacity });
                 Err(EmitError::QueueFull(capacity))
             }
@@ -793,7 +793,6 @@ impl FastapihooksBuilder {
                 intake_closed,
                 cancel,
                 pipeline_task: Mutex::new(Some(task)),
-                in_process: dispatcher.is_some(),
                 dispatcher: Mutex::new(dispatcher),
                 shutdown: tokio::sync::Mutex::new(None),
                 delivery_runtime: Mutex::new(delivery_runtime),
