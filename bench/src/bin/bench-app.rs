@@ -5,6 +5,10 @@
 //!
 //! `bench-app --port 9200 --receiver http://127.0.0.1:9100 --subscribers 1 --secret S`
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use axum::extract::State;

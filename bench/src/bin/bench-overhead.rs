@@ -9,13 +9,17 @@
 //! guard refuses, so each event is transformed, published, looked up, fanned
 //! out and reported, without network I/O.
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use fastapihooks::{Fastapihooks, MemoryStore, Store, WebhookSubscription, hook};
+use fastapihooks::{Fastapihooks, FastapihooksContext, MemoryStore, Store, WebhookSubscription, hook};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
@@ -41,7 +45,16 @@ async fn hooked_response(Json(o): Json<OrderIn>) -> (StatusCode, Json<Order>) {
     (StatusCode::CREATED, Json(Order { id: "ord_1", item: o.item, quantity: o.quantity }))
 }
 
-#[hook("bench.all", include_headers = true, include_request = true)]
+/// What a transform that asks for headers and the request does: reads them.
+fn with_request(ctx: &FastapihooksContext) -> serde_json::Value {
+    serde_json::json!({
+        "order": ctx.response_payload,
+        "user_agent": ctx.header("user-agent"),
+        "request": ctx.request_json(),
+    })
+}
+
+#[hook("bench.all", include_headers = true, include_request = true, transform = with_request)]
 async fn hooked_all(Json(o): Json<OrderIn>) -> (StatusCode, Json<Order>) {
     (StatusCode::CREATED, Json(Order { id: "ord_1", item: o.item, quantity: o.quantity }))
 }

@@ -7,13 +7,14 @@ use std::marker::PhantomData;
 
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use ::axum::http::StatusCode;
 use ::axum::http::request::Parts;
-use ::axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use ::axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::Outcome;
+use crate::emit::buffer::{COPY_LIMIT, PooledBuf};
 use crate::emit::{Emission, Fastapihooks, ResponsePayload, Transform};
 
 /// What `#[hook(...)]` said about one handler, as a type: the macro
@@ -81,8 +82,9 @@ impl HooksFromState for () {
 /// handle the request is served and nothing is emitted.
 pub struct HookParts<Site> {
     hooks: Option<Fastapihooks>,
-    headers: Option<HeaderMap>,
+    headers: Option<PooledBuf>,
     owner: Option<String>,
+    transform: Option<Transform>,
     site: PhantomData<fn() -> Site>,
 }
 
@@ -90,26 +92,6 @@ impl<Site> fmt::Debug for HookParts<Site> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HookParts").field("has_hooks", &self.hooks.is_some()).finish_non_exhaustive()
     }
-}
-
-/// Credential headers, redacted unless `include_credentials = true`.
-const CREDENTIAL_HEADERS: [header::HeaderName; 3] =
-    [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION];
-
-/// The value that replaces a redacted header.
-const REDACTED: &str = "[redacted]";
-
-/// A copy of the request headers, credentials redacted unless kept.
-fn copy_headers(headers: &HeaderMap, keep_credentials: bool) -> HeaderMap {
-    let mut copy = headers.clone();
-    if !keep_credentials {
-        for name in CREDENTIAL_HEADERS {
-            if copy.contains_key(&name) {
-                copy.insert(name, HeaderValue::from_static(REDACTED));
-            }
-        }
-    }
-    copy
 }
 
 impl<S, Site> FromRequestParts<S> for HookParts<Site>
@@ -122,20 +104,28 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Some(hooks) = state.hooks(parts) else {
             super::handle_missing(Site::EVENT);
-            return Ok(Self { hooks: None, headers: None, owner: None, site: PhantomData });
+            return Ok(Self::inactive());
         };
         if !hooks.is_subscribed(Site::EVENT) {
             // Nobody can receive this event: capture nothing, emit nothing.
             hooks.count_unsubscribed();
-            return Ok(Self { hooks: None, headers: None, owner: None, site: PhantomData });
+            return Ok(Self::inactive());
         }
-        let headers = Site::HEADERS.then(|| copy_headers(&parts.headers, Site::CREDENTIALS));
+        // Headers and the request body are for the transform: without one
+        // they are not captured.
+        let transform = Site::transform();
+        let headers =
+            (Site::HEADERS && transform.is_some()).then(|| PooledBuf::headers(&parts.headers, Site::CREDENTIALS));
         let owner = Site::owner(parts);
-        Ok(Self { hooks: Some(hooks), headers, owner, site: PhantomData })
+        Ok(Self { hooks: Some(hooks), headers, owner, transform, site: PhantomData })
     }
 }
 
 impl<Site: HookSite> HookParts<Site> {
+    fn inactive() -> Self {
+        Self { hooks: None, headers: None, owner: None, transform: None, site: PhantomData }
+    }
+
     /// Whether a handle was found: without one, nothing is emitted and the
     /// handler's output need not be inspected.
     pub fn is_active(&self) -> bool {
@@ -150,12 +140,19 @@ impl<Site: HookSite> HookParts<Site> {
         let Some(hooks) = self.hooks else { return };
         let mut emission = Emission::new(Site::EVENT);
         emission.owner_id = self.owner;
-        emission.headers = self.headers;
-        emission.request_payload = request_payload;
         emission.response = if Site::RESPONSE { response } else { ResponsePayload::None };
-        emission.transform = Site::transform();
-        // An error means the event went to `on_failure` already.
-        let _ = hooks.enqueue(emission);
+        if self.transform.is_some() {
+            emission.pooled_headers = self.headers;
+            match request_payload {
+                // Copied, so that the request's own buffer is freed here (see `JsonBuf`).
+                Some(body) if body.len() <= COPY_LIMIT => emission.pooled_request = Some(PooledBuf::copy(&body)),
+                body => emission.request_payload = body,
+            }
+        }
+        emission.transform = self.transform;
+        // `from_request_parts` checked the subscription already. An error
+        // means the event went to `on_failure`.
+        let _ = hooks.enqueue_subscribed(emission);
     }
 }
 
@@ -226,25 +223,4 @@ fn buffer_rejection(err: ::axum::Error) -> Response {
         StatusCode::BAD_REQUEST
     };
     (status, format!("Failed to buffer the request body: {inner}")).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_redacted_unless_kept() {
-        let mut h = HeaderMap::new();
-        h.insert("Authorization", HeaderValue::from_static("Bearer t"));
-        h.append("cookie", HeaderValue::from_static("a=1"));
-        h.append("cookie", HeaderValue::from_static("b=2"));
-        h.insert("x-tenant", HeaderValue::from_static("acme"));
-        let c = copy_headers(&h, false);
-        assert_eq!(c.get("authorization").unwrap(), REDACTED);
-        assert_eq!(c.get_all("cookie").iter().count(), 1);
-        assert_eq!(c.get("x-tenant").unwrap(), "acme");
-        assert!(c.get("proxy-authorization").is_none());
-        let c = copy_headers(&h, true);
-        assert_eq!(c.get("authorization").unwrap(), "Bearer t");
-    }
 }

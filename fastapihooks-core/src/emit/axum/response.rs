@@ -5,10 +5,9 @@ use ::axum::Json;
 use ::axum::body::{Body, HttpBody as _};
 use ::axum::http::{StatusCode, header};
 use ::axum::response::{NoContent, Response};
-use bytes::Bytes;
 use serde::Serialize;
 
-use crate::emit::ResponsePayload;
+use crate::emit::{JsonBuf, ResponsePayload};
 
 /// JSON bodies of `impl IntoResponse` returns are read back up to this many
 /// bytes; a bigger (or streaming) body is emitted with no response payload.
@@ -83,8 +82,8 @@ impl<T: Serialize> HookResponse for Json<T> {
         if !include_response {
             return Outcome::empty();
         }
-        match serde_json::to_vec(&self.0) {
-            Ok(bytes) => Outcome::Emit(ResponsePayload::Json(Bytes::from(bytes))),
+        match JsonBuf::serialize(&self.0) {
+            Ok(buf) => Outcome::Emit(ResponsePayload::Buf(buf)),
             // axum answers 500 for a body it cannot serialize.
             Err(_) => Outcome::Skip,
         }
@@ -158,7 +157,10 @@ pub async fn read_back(response: Response, include_response: bool) -> (Response,
     let (parts, body) = response.into_parts();
     match ::axum::body::to_bytes(body, READ_BACK_LIMIT).await {
         Ok(bytes) => {
-            (Response::from_parts(parts, Body::from(bytes.clone())), Outcome::Emit(ResponsePayload::Json(bytes)))
+            // A copy in a recycled buffer: the response body keeps the
+            // original, freed on this thread (see `JsonBuf`).
+            let payload = ResponsePayload::Buf(JsonBuf::copy_unchecked(&bytes));
+            (Response::from_parts(parts, Body::from(bytes)), Outcome::Emit(payload))
         }
         Err(err) => {
             tracing::error!(error = %err, "#[hook] could not read back the response body");
@@ -176,10 +178,10 @@ mod tests {
     async fn read_back_keeps_the_body_and_skips_errors() {
         let r = Json(serde_json::json!({"id": 1})).into_response();
         let (r, o) = read_back(r, true).await;
-        let Outcome::Emit(ResponsePayload::Json(b)) = o else { panic!("expected a payload") };
-        assert_eq!(&b[..], br#"{"id":1}"#);
+        let Outcome::Emit(ResponsePayload::Buf(b)) = o else { panic!("expected a payload") };
+        assert_eq!(b.as_bytes(), br#"{"id":1}"#);
         let body = ::axum::body::to_bytes(r.into_body(), 100).await.unwrap();
-        assert_eq!(body, b);
+        assert_eq!(&body[..], b.as_bytes());
         let (_, o) = read_back((StatusCode::BAD_REQUEST, "no").into_response(), true).await;
         assert!(matches!(o, Outcome::Skip));
         let (_, o) = read_back("plain".into_response(), true).await;
