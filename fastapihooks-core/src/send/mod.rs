@@ -1,7 +1,7 @@
 //! Sending one attempt of one delivery: build the request, sign it, POST it
 //! over a pooled keep-alive connection, classify the answer.
 //!
-//! The HTTP client is our own small HTTP/1.1 client ([`http1`] writes
+//! The HTTP client is our own small HTTP/1.1 client (`http1` writes
 //! requests and reads responses, `pool` opens and keeps connections): the
 //! task that sends a delivery owns its connection for the whole exchange, so
 //! a delivery costs no hop between tasks, no URL re-parsing and no header
@@ -237,5 +237,163 @@ impl Timer {
 
     pub(crate) fn millis(&self) -> u64 {
         u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, RootCertStore};
+
+    use super::*;
+    use crate::event::Payload;
+
+    const CA: &[u8] = include_bytes!("testdata/ca.pem");
+    const CERT: &[u8] = include_bytes!("testdata/server.pem");
+    const KEY: &[u8] = include_bytes!("testdata/server.key");
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    /// An HTTPS server with the test certificate: answers every request 200
+    /// with keep-alive. Returns its port and its count of TLS connections.
+    async fn https_server() -> (u16, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        let cert = CertificateDer::from_pem_slice(CERT).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, log) = (handshakes.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let (_, session) = tls.get_ref();
+                let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                log.lock().unwrap().push(format!("sni={:?} alpn={alpn:?}", session.server_name()));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = tls.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() < end + 4 + len {
+                                break;
+                            }
+                            buf.drain(..end + 4 + len);
+                            if tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, handshakes, seen)
+    }
+
+    /// The delivery TLS set-up, trusting the test CA instead of the system's roots.
+    fn test_tls() -> Arc<rustls::ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(CA).unwrap()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    fn event() -> Event {
+        Event::new("e", Payload::from_serialize(&serde_json::json!({"a": 1})).unwrap())
+    }
+
+    #[tokio::test]
+    async fn https_deliveries_verify_the_server_and_reuse_the_connection() {
+        let (port, handshakes, seen) = https_server().await;
+        let policy = NetworkPolicy::default().allow_loopback();
+        let timeout = Duration::from_secs(5);
+        let sender = Sender::with_tls(policy, Signer::new(None), timeout, timeout, test_tls());
+        let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
+        let url = Url::parse(&sub.target_url).unwrap();
+        for _ in 0..3 {
+            let attempt = sender.send(&event(), &sub, &url).await;
+            assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
+        }
+        assert_eq!(handshakes.load(Ordering::SeqCst), 1, "one TLS connection, kept alive");
+        // An IP-literal host: verified against the certificate's IP address, no SNI.
+        let sub = WebhookSubscription::new(format!("https://127.0.0.1:{port}/h")).unwrap();
+        let url = Url::parse(&sub.target_url).unwrap();
+        let attempt = sender.send(&event(), &sub, &url).await;
+        assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [r#"sni=Some("localhost") alpn=Some("http/1.1")"#, r#"sni=None alpn=Some("http/1.1")"#]);
+    }
+
+    #[tokio::test]
+    async fn certificates_the_system_does_not_trust_are_refused() {
+        let (port, handshakes, _) = https_server().await;
+        let policy = NetworkPolicy::default().allow_loopback();
+        let timeout = Duration::from_secs(5);
+        // The real set-up: the platform verifier and the system's roots.
+        let sender = Sender::new(policy, Signer::new(None), timeout, timeout).unwrap();
+        let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
+        let url = Url::parse(&sub.target_url).unwrap();
+        match sender.send(&event(), &sub, &url).await {
+            Attempt::Failed { error: DeliveryError::Network(msg), .. } => {
+                assert!(msg.starts_with("tls handshake failed") && msg.contains("certificate"), "{msg}");
+            }
+            other => panic!("an untrusted certificate must fail: {other:?}"),
+        }
+        assert_eq!(handshakes.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn connection_errors_name_the_cause_but_not_the_url() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let policy = NetworkPolicy::default().allow_loopback();
+        let timeout = Duration::from_secs(5);
+        let sender = Sender::with_tls(policy, Signer::new(None), timeout, timeout, test_tls());
+        let sub = WebhookSubscription::new(format!("http://localhost:{port}/h?token=SECRET")).unwrap();
+        let url = Url::parse(&sub.target_url).unwrap();
+        match sender.send(&event(), &sub, &url).await {
+            Attempt::Failed { error: DeliveryError::Network(msg), .. } => {
+                assert_eq!(msg, "could not connect: connection refused");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Names resolving only to refused addresses are refused, not retried.
+        let strict = Sender::with_tls(NetworkPolicy::default(), Signer::new(None), timeout, timeout, test_tls());
+        match strict.send(&event(), &sub, &url).await {
+            Attempt::Failed { error: DeliveryError::Refused(msg), .. } => assert!(msg.contains("localhost"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
