@@ -266,29 +266,31 @@ impl Connector {
 
     async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, DeliveryError> {
         let port = url.port_or_known_default().unwrap_or(80);
-        let (addrs, server_name) = match url.host() {
-            Some(url::Host::Ipv4(ip)) => {
-                (vec![SocketAddr::new(IpAddr::V4(ip), port)], ServerName::from(IpAddr::V4(ip)))
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                (vec![SocketAddr::new(IpAddr::V6(ip), port)], ServerName::from(IpAddr::V6(ip)))
-            }
-            Some(url::Host::Domain(host)) => {
-                let addrs = match guard::resolve(&self.policy, host, port).await {
-                    Ok(addrs) => addrs,
-                    Err(ResolveError::Refused(refused)) => return Err(DeliveryError::Refused(refused.to_string())),
-                    Err(ResolveError::Lookup(e)) => return Err(DeliveryError::Network(format!("dns error: {e}"))),
-                };
-                let name = ServerName::try_from(host.to_owned())
-                    .map_err(|_| DeliveryError::Network("the host is not a valid TLS server name".into()))?;
-                (addrs, name)
-            }
+        let addrs = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            Some(url::Host::Domain(host)) => match guard::resolve(&self.policy, host, port).await {
+                Ok(addrs) => addrs,
+                Err(ResolveError::Refused(refused)) => return Err(DeliveryError::Refused(refused.to_string())),
+                Err(ResolveError::Lookup(e)) => return Err(DeliveryError::Network(format!("dns error: {e}"))),
+            },
             None => return Err(DeliveryError::Refused("the URL has no host".into())),
         };
         let tcp = self.connect_tcp(&addrs, deadline).await?;
         if url.scheme() != "https" {
             return Ok(Conn::new(Io::Plain(tcp)));
         }
+        // SNI and certificate checks use the host name; an IP-literal host is
+        // checked against the certificate's IP addresses, without SNI.
+        let server_name = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
+            _ => {
+                let host = url.host_str().unwrap_or_default().to_owned();
+                ServerName::try_from(host)
+                    .map_err(|_| DeliveryError::Network("the host is not a valid TLS server name".into()))?
+            }
+        };
         match self.tls.connect(server_name, tcp).await {
             Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
             Err(e) => Err(DeliveryError::Network(format!("tls handshake failed: {e}"))),
