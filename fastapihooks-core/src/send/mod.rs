@@ -56,6 +56,8 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
+    /// A sender with the delivery TLS set-up (the system's trust store).
+    ///
     /// # Errors
     /// The TLS set-up failed: the system has no usable CA certificates.
     pub(crate) fn new(
@@ -68,6 +70,7 @@ impl Sender {
         Ok(Self::with_tls(policy, signer, timeout, connect_timeout, tls))
     }
 
+    /// A sender with the given TLS set-up (tests trust their own CA).
     fn with_tls(
         policy: NetworkPolicy,
         signer: Signer,
