@@ -209,44 +209,75 @@ impl Signer {
         secrets: &[SigningSecret],
         headers: &mut HeaderMap,
     ) -> Result<(), SignError> {
-        let active: Vec<&Secret> = if secrets.is_empty() {
-            self.secret.iter().collect()
-        } else {
-            let active: Vec<&Secret> = secrets.iter().filter(|s| s.is_active_at(at)).map(|s| &s.secret).collect();
-            if active.is_empty() {
-                return Err(SignError::AllSecretsExpired);
-            }
-            active
+        self.sign_into(id, at, body, secrets, headers)
+    }
+
+    /// [`sign`](Self::sign), writing the headers to any sink: the sender
+    /// writes them straight into the request buffer.
+    pub(crate) fn sign_into(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        body: &[u8],
+        secrets: &[SigningSecret],
+        headers: &mut impl HeaderSink,
+    ) -> Result<(), SignError> {
+        // The subscription's active secrets, or (when it has none) the global one.
+        let global = if secrets.is_empty() { self.secret.as_ref() } else { None };
+        let active = || global.into_iter().chain(secrets.iter().filter(move |s| s.is_active_at(at)).map(|s| &s.secret));
+        let Some(newest) = active().next() else {
+            return if secrets.is_empty() { Ok(()) } else { Err(SignError::AllSecretsExpired) };
         };
-        let Some(newest) = active.first() else { return Ok(()) };
-        let mut add = Vec::with_capacity(4);
+        let mut standard = None;
         if self.schemes.standard {
-            let timestamp = at.timestamp();
-            let mut value = String::with_capacity(active.len() * 48);
-            for secret in &active {
+            let timestamp = at.timestamp().to_string();
+            let mut value = String::with_capacity(active().count() * 48);
+            for secret in active() {
                 if !value.is_empty() {
                     value.push(' ');
                 }
-                value.push_str(&standard_signature(&secret.signing_key()?, id, timestamp, body));
+                let digest = standard_mac(secret.signing_key()?.expose(), id, &timestamp, body);
+                value.push_str("v1,");
+                BASE64.encode_string(digest, &mut value);
             }
-            add.push((WEBHOOK_ID_HEADER, HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)?));
-            add.push((WEBHOOK_TIMESTAMP_HEADER, HeaderValue::from(timestamp)));
-            add.push((WEBHOOK_SIGNATURE_HEADER, header_value(value)));
+            if !crate::send::http1::is_valid_header_value(id.as_bytes()) {
+                return Err(SignError::InvalidId);
+            }
+            standard = Some((timestamp, value));
         }
-        if self.schemes.legacy {
-            add.push((SIGNATURE_HEADER, header_value(legacy_signature(newest.expose().as_bytes(), body))));
+        // Computed before anything is written: on an error nothing is added.
+        let legacy = self.schemes.legacy.then(|| {
+            let mut out = [0u8; 7 + 64];
+            out[..7].copy_from_slice(b"sha256=");
+            let digest = legacy_mac(newest.expose().as_bytes(), body);
+            hex::encode_to_slice(digest, &mut out[7..]).expect("64 hex digits fit");
+            out
+        });
+        if let Some((timestamp, value)) = &standard {
+            headers.push(WEBHOOK_ID_HEADER, id);
+            headers.push(WEBHOOK_TIMESTAMP_HEADER, timestamp);
+            headers.push(WEBHOOK_SIGNATURE_HEADER, value);
         }
-        for (name, value) in add {
-            headers.insert(name, value);
+        if let Some(legacy) = &legacy {
+            headers.push(SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));
         }
         Ok(())
     }
 }
 
-/// A header value from text made of base64, hex, digits and separators
-/// (always valid).
-fn header_value(s: String) -> HeaderValue {
-    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// Where signature headers go: an `http::HeaderMap`, or a request being
+/// written.
+pub(crate) trait HeaderSink {
+    /// Adds one header. `value` is a valid header value.
+    fn push(&mut self, name: &'static str, value: &str);
+}
+
+impl HeaderSink for HeaderMap {
+    fn push(&mut self, name: &'static str, value: &str) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.insert(name, value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod hook_hygiene;
 mod hook_options;
 mod hook_request;
 mod hook_util;
+mod http1;
 mod shutdown;
 mod signing_interop;
 mod signing_replay;

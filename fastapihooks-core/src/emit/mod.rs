@@ -184,9 +184,10 @@ pub enum BuildError {
     /// `build` was called outside a Tokio runtime.
     #[error("Fastapihooks::builder().build() must be called inside a Tokio runtime")]
     NoRuntime,
-    /// The HTTP client could not be created.
+    /// The HTTP client could not be created: its TLS set-up failed (the
+    /// system has no usable CA certificates).
     #[error("could not create the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[source] std::io::Error),
     /// The global signing secret cannot sign.
     #[error("invalid signing secret: {0}")]
     SigningSecret(#[from] SecretFormatError),
@@ -839,7 +840,8 @@ impl FastapihooksBuilder {
                 Signer::new(self.signing_secret).with_schemes(self.signature_schemes),
                 self.timeout,
                 self.connect_timeout,
-            )?;
+            )
+            .map_err(BuildError::Http)?;
             let d = Dispatcher::new(Shared {
                 sender,
                 store: self.store.clone(),

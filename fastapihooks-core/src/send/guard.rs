@@ -10,10 +10,8 @@
 //! attacker could race (DNS rebinding).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Which destinations deliveries may reach.
 ///
@@ -168,36 +166,41 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] < 0x0200)) // IETF protocol assignments 2001::/23
 }
 
-/// reqwest's resolver, replaced: resolves with the system resolver, then
-/// keeps only the addresses the policy permits. The HTTP client connects to
-/// what this returns, so the vetted address is the one used.
-#[derive(Clone, Debug)]
-pub(crate) struct GuardedResolver {
-    pub(crate) policy: Arc<NetworkPolicy>,
+/// Why the guard could not give addresses for a host.
+#[derive(Debug)]
+pub(crate) enum ResolveError {
+    /// Every address the host resolves to is refused by the policy.
+    Refused(Refused),
+    /// The lookup itself failed.
+    Lookup(std::io::Error),
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let vetted: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match policy.check(&host, a.ip()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        refused.get_or_insert(e);
-                        false
-                    }
-                })
-                .collect();
-            match refused {
-                Some(e) if vetted.is_empty() => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-                _ => Ok(Box::new(vetted.into_iter()) as Addrs),
+/// Resolves `host` with the system resolver and keeps only the addresses
+/// `policy` permits, in the resolver's order, with `port`. The caller
+/// connects to exactly these addresses, so the vetted address is the one
+/// used: there is no second resolution an attacker could race.
+///
+/// # Errors
+/// The lookup failed, or found addresses of which none is permitted.
+pub(crate) async fn resolve(policy: &NetworkPolicy, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+    let found = tokio::net::lookup_host((host, port)).await.map_err(ResolveError::Lookup)?;
+    let mut refused = None;
+    let vetted: Vec<SocketAddr> = found
+        .filter(|a| match policy.check(host, a.ip()) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.get_or_insert(e);
+                false
             }
         })
+        .collect();
+    match refused {
+        Some(e) if vetted.is_empty() => Err(ResolveError::Refused(e)),
+        _ if vetted.is_empty() => Err(ResolveError::Lookup(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name resolved to no address",
+        ))),
+        _ => Ok(vetted),
     }
 }
 
@@ -262,5 +265,18 @@ mod tests {
         assert!(p.permits(ip("10.1.2.3")) && !p.permits(ip("10.2.0.1")));
         assert!(NetworkPolicy::default().allow_private_networks().permits(ip("192.168.0.1")));
         assert!(NetworkPolicy::default().allow_cidr("nope").is_err());
+    }
+
+    #[tokio::test]
+    async fn resolve_keeps_only_permitted_addresses() {
+        let strict = NetworkPolicy::default();
+        match resolve(&strict, "localhost", 80).await {
+            Err(ResolveError::Refused(r)) => assert_eq!(r.host, "localhost"),
+            other => panic!("localhost must be refused by default: {other:?}"),
+        }
+        let local = NetworkPolicy::default().allow_cidr("127.0.0.0/8").unwrap();
+        let addrs = resolve(&local, "localhost", 8080).await.unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4() && a.port() == 8080), "{addrs:?}");
     }
 }
