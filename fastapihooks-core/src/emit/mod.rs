@@ -874,7 +874,13 @@ impl FastapihooksBuilder {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let intake_closed = CancellationToken::new();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(pipeline.clone().run(rx, intake_closed.clone(), cancel.clone()));
+        // With a dedicated delivery runtime the pipeline runs there too: the
+        // transform, and waking the consumer, stay off the app's threads.
+        let run = pipeline.clone().run(rx, intake_closed.clone(), cancel.clone());
+        let task = match delivery_runtime.as_ref().and_then(OwnedRuntime::handle) {
+            Some(handle) => handle.spawn(run),
+            None => tokio::spawn(run),
+        };
         Ok(Fastapihooks {
             inner: Arc::new(Inner {
                 tx,
