@@ -40,14 +40,17 @@ impl Queue {
     }
 }
 
+/// Queues by endpoint key, looked up for every delivery: foldhash, not SipHash.
+type EndpointMap = HashMap<Arc<str>, Queue, foldhash::fast::RandomState>;
+
 /// The endpoints with queued or in-flight deliveries.
 #[derive(Default)]
 pub(crate) struct Endpoints {
-    map: Mutex<HashMap<Arc<str>, Queue>>,
+    map: Mutex<EndpointMap>,
 }
 
 impl Endpoints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Queue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EndpointMap> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -124,14 +127,14 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>) {
             "delivery",
             event_id = %job.event.id,
             event = %job.event.name,
-            subscription_id = job.sub_id.as_deref().unwrap_or(""),
+            subscription_id = job.target.id().unwrap_or(""),
             attempt = job.attempts,
         );
         let timer = Timer::start();
         let attempt = tokio::select! {
             biased;
             () = shared.cancel.cancelled() => None,
-            a = tracing::Instrument::instrument(shared.sender.send(&job.event, &job.sub, &job.url), span.clone()) => Some(a),
+            a = tracing::Instrument::instrument(shared.sender.send(&job.event, job.target.subscription(), &job.url), span.clone()) => Some(a),
         };
         drop(permit);
         let _enter = span.enter();

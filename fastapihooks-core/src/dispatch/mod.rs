@@ -13,8 +13,10 @@ mod runtime;
 pub use runtime::DeliveryRuntime;
 pub(crate) use runtime::OwnedRuntime;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -29,7 +31,7 @@ use crate::retry::RetryPolicy;
 use crate::send::Sender;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::subscription::WebhookSubscription;
+use crate::subscription::{StoredWebhookSubscription, WebhookSubscription};
 use endpoint::Endpoints;
 
 /// Limits of the delivery engine.
@@ -72,6 +74,9 @@ pub(crate) struct Shared {
     pub(crate) pending: Arc<Semaphore>,
     pub(crate) endpoints: Endpoints,
     pub(crate) urls: UrlCache,
+    /// The static subscribers, by event name (in-process delivery: the
+    /// events do not carry them).
+    pub(crate) statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
     pub(crate) tasks: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -87,20 +92,20 @@ impl Shared {
 /// instructions, and the same few URLs come back with every event.
 #[derive(Default)]
 pub(crate) struct UrlCache {
-    map: std::sync::Mutex<std::collections::HashMap<String, url::Url>>,
+    map: Mutex<HashMap<String, Arc<url::Url>, foldhash::fast::RandomState>>,
 }
 
 impl UrlCache {
     /// Bounded: past this many URLs the cache starts over.
     const CAPACITY: usize = 4096;
 
-    fn parse(&self, target: &str) -> Result<url::Url, crate::subscription::InvalidSubscription> {
+    fn parse(&self, target: &str) -> Result<Arc<url::Url>, crate::subscription::InvalidSubscription> {
         let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(url) = map.get(target) {
             return Ok(url.clone());
         }
         drop(map);
-        let url = crate::subscription::validate_target_url(target)?;
+        let url = Arc::new(crate::subscription::validate_target_url(target)?);
         map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= Self::CAPACITY {
             map.clear();
@@ -151,13 +156,49 @@ impl EventDone {
     }
 }
 
+/// Whom a delivery goes to.
+pub(crate) enum Target {
+    /// A static subscriber of the hooks object (it has no id).
+    Static(Arc<WebhookSubscription>),
+    /// A subscription from the store.
+    Stored(Arc<StoredWebhookSubscription>),
+}
+
+impl Target {
+    pub(crate) fn subscription(&self) -> &WebhookSubscription {
+        match self {
+            Self::Static(sub) => sub,
+            Self::Stored(stored) => &stored.subscription,
+        }
+    }
+
+    /// The store's id, if it came from the store.
+    pub(crate) fn id(&self) -> Option<&str> {
+        match self {
+            Self::Static(_) => None,
+            Self::Stored(stored) => Some(&stored.id),
+        }
+    }
+
+    /// A failure report about this target.
+    fn failure(self, event: Arc<Event>, error: DeliveryError, attempts: u32) -> DeliveryFailure {
+        let (subscription, subscription_id) = match self {
+            Self::Static(sub) => (sub, None),
+            Self::Stored(stored) => {
+                let stored = Arc::unwrap_or_clone(stored);
+                (Arc::new(stored.subscription), Some(stored.id))
+            }
+        };
+        DeliveryFailure { event, subscription: Some(subscription), subscription_id, error, attempts }
+    }
+}
+
 /// One delivery: an event to one subscription.
 pub(crate) struct Job {
     pub(crate) event: Arc<Event>,
-    pub(crate) sub: Arc<WebhookSubscription>,
-    pub(crate) sub_id: Option<Arc<str>>,
+    pub(crate) target: Target,
     /// The subscription's target URL, parsed.
-    pub(crate) url: url::Url,
+    pub(crate) url: Arc<url::Url>,
     /// Attempts made so far.
     pub(crate) attempts: u32,
     pub(crate) done: Arc<EventDone>,
@@ -168,13 +209,7 @@ impl Job {
     /// Reports a final failure and counts the job down.
     pub(crate) fn fail(self, shared: &Shared, error: DeliveryError) {
         let shutdown = matches!(error, DeliveryError::Shutdown { .. });
-        shared.fail(DeliveryFailure {
-            event: self.event,
-            subscription: Some(self.sub),
-            subscription_id: self.sub_id.map(|s| s.to_string()),
-            error,
-            attempts: self.attempts,
-        });
+        shared.fail(self.target.failure(self.event, error, self.attempts));
         self.done.finish(shared, !shutdown);
     }
 }
@@ -243,10 +278,18 @@ impl Dispatcher {
             };
             let this = self.clone();
             let backend = backend.clone();
-            shared.tasks.spawn(async move {
+            let mut fan_out = Box::pin(async move {
                 this.fan_out(received, backend).await;
                 drop(slot);
             });
+            // Usually the look-up answers at once (a memory store, a cache
+            // hit): then the fan-out is done here, with no task to schedule.
+            // Otherwise it becomes a task, which polls it again with a real
+            // waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if fan_out.as_mut().poll(&mut cx).is_pending() {
+                shared.tasks.spawn(fan_out);
+            }
         }
         // Shut down: whatever is still in an in-process backend is reported.
         if backend.delivers_in_process() {
@@ -266,14 +309,25 @@ impl Dispatcher {
         let shared = &self.shared;
         let event = Arc::new(received.event);
         let owner = event.owner_id.as_deref();
-        let mut targets: Vec<(Arc<WebhookSubscription>, Option<Arc<str>>)> =
-            event.subscribers.iter().filter(|s| s.accepts_owner(owner)).map(|s| (Arc::new(s.clone()), None)).collect();
+        let statics = shared.statics.get(&event.name).map_or(&[][..], |s| &s[..]);
+        let mut targets: Vec<Target> = statics
+            .iter()
+            .filter(|s| s.accepts_owner(owner))
+            .cloned()
+            .map(Target::Static)
+            // Events read from a queue carry their static subscribers.
+            .chain(
+                event
+                    .subscribers
+                    .iter()
+                    .filter(|s| s.accepts_owner(owner))
+                    .map(|s| Target::Static(Arc::new(s.clone()))),
+            )
+            .collect();
         let mut complete = true;
         if let Some(store) = &shared.store {
             match self.lookup(store.as_ref(), &event).await {
-                Ok(subs) => {
-                    targets.extend(subs.into_iter().map(|s| (Arc::new(s.subscription), Some(Arc::<str>::from(s.id)))))
-                }
+                Ok(subs) => targets.extend(subs.into_iter().map(Target::Stored)),
                 Err(error) => {
                     complete = !matches!(error, DeliveryError::Shutdown { .. });
                     shared.fail(DeliveryFailure::of_event(event.clone(), error));
@@ -288,20 +342,13 @@ impl Dispatcher {
             receipt: received.receipt,
             backend,
         });
-        for (sub, sub_id) in targets {
-            // Parsed once per delivery, here: the endpoint key and every
+        for target in targets {
+            // Parsed once per URL (cached): the endpoint key and every
             // attempt reuse it.
-            let url = match shared.urls.parse(&sub.target_url) {
+            let url = match shared.urls.parse(&target.subscription().target_url) {
                 Ok(url) => url,
                 Err(e) => {
-                    let error = DeliveryError::Refused(e.to_string());
-                    shared.fail(DeliveryFailure {
-                        event: event.clone(),
-                        subscription: Some(sub),
-                        subscription_id: sub_id.map(|s| s.to_string()),
-                        error,
-                        attempts: 0,
-                    });
+                    shared.fail(target.failure(event.clone(), DeliveryError::Refused(e.to_string()), 0));
                     done.finish(shared, true);
                     continue;
                 }
@@ -310,13 +357,12 @@ impl Dispatcher {
                 biased;
                 slot = shared.pending.clone().acquire_owned() => slot.expect("never closed"),
                 () = shared.cancel.cancelled() => {
-                    let error = DeliveryError::Shutdown { last: None };
-                    shared.fail(DeliveryFailure { event: event.clone(), subscription: Some(sub), subscription_id: sub_id.map(|s| s.to_string()), error, attempts: 0 });
+                    shared.fail(target.failure(event.clone(), DeliveryError::Shutdown { last: None }, 0));
                     done.finish(shared, false);
                     continue;
                 }
             };
-            let job = Job { event: event.clone(), sub, sub_id, url, attempts: 0, done: done.clone(), _slot: slot };
+            let job = Job { event: event.clone(), target, url, attempts: 0, done: done.clone(), _slot: slot };
             endpoint::enqueue(&self.shared, job, false);
         }
         done.finish(shared, true);
@@ -328,10 +374,10 @@ impl Dispatcher {
         &self,
         store: &dyn Store,
         event: &Event,
-    ) -> Result<Vec<crate::subscription::StoredWebhookSubscription>, DeliveryError> {
+    ) -> Result<Vec<Arc<StoredWebhookSubscription>>, DeliveryError> {
         let mut retry = 0;
         loop {
-            match store.subscriptions_for(&event.name, event.owner_id.as_deref()).await {
+            match store.shared_subscriptions_for(&event.name, event.owner_id.as_deref()).await {
                 Ok(subs) => return Ok(subs),
                 Err(e) => {
                     let error = DeliveryError::Store(e.to_string());

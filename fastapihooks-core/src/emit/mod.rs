@@ -272,7 +272,12 @@ impl Pipeline {
         let Queued { id, emission: e } = q;
         let id = id.unwrap_or_default();
         let owner_id = e.owner_id.or_else(|| self.default_owner.clone());
-        let subscribers = self.subscribers.get(&*e.event_name).map(|s| s.to_vec()).unwrap_or_default();
+        // In-process, the dispatcher has the static subscribers itself; an
+        // event published to a queue carries them to the worker.
+        let subscribers = match self.subscribers.get(&*e.event_name) {
+            Some(subs) if !self.in_process => subs.to_vec(),
+            _ => Vec::new(),
+        };
         let payload = match e.transform {
             None => match e.response {
                 ResponsePayload::None => Ok(Payload::null()),
@@ -853,6 +858,10 @@ impl FastapihooksBuilder {
                 limits: self.limits,
                 endpoints: Default::default(),
                 urls: Default::default(),
+                statics: subscribers
+                    .iter()
+                    .map(|(event, subs)| (event.clone(), subs.iter().cloned().map(Arc::new).collect()))
+                    .collect(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             });

@@ -110,7 +110,7 @@ impl Conn {
 #[derive(Default)]
 struct Idle {
     /// Per endpoint, oldest first.
-    by_endpoint: HashMap<Box<str>, Vec<Conn>>,
+    by_endpoint: HashMap<Box<str>, Vec<Conn>, foldhash::fast::RandomState>,
     last_sweep: Option<Instant>,
 }
 
@@ -195,7 +195,11 @@ impl Pool {
 /// Moves every expired connection to `closed` and forgets endpoints left
 /// without idle connections, so a pool whose endpoints went quiet does not
 /// hold their sockets until they are next used.
-fn sweep(by_endpoint: &mut HashMap<Box<str>, Vec<Conn>>, now: Instant, closed: &mut Vec<Conn>) {
+fn sweep(
+    by_endpoint: &mut HashMap<Box<str>, Vec<Conn>, foldhash::fast::RandomState>,
+    now: Instant,
+    closed: &mut Vec<Conn>,
+) {
     by_endpoint.retain(|_, list| {
         let expired = list.iter().take_while(|c| now.duration_since(c.idle_since) > IDLE_TIMEOUT).count();
         closed.extend(list.drain(..expired));

@@ -79,7 +79,9 @@ struct Cache {
     shared: AtomicU64,
 }
 
-type Answer = Result<Arc<Vec<StoredWebhookSubscription>>, Arc<StoreError>>;
+/// One cached answer: the subscriptions, shared.
+type Subs = Arc<Vec<Arc<StoredWebhookSubscription>>>;
+type Answer = Result<Subs, Arc<StoreError>>;
 type Load = Shared<BoxFuture<'static, Answer>>;
 
 #[derive(Default)]
@@ -100,7 +102,7 @@ struct EventEntries {
 }
 
 struct Entry {
-    subs: Arc<Vec<StoredWebhookSubscription>>,
+    subs: Subs,
     expires: Instant,
 }
 
@@ -133,12 +135,7 @@ impl Cache {
 }
 
 impl State {
-    fn get(
-        &self,
-        event_name: &str,
-        owner_id: Option<&str>,
-        now: Instant,
-    ) -> Option<Arc<Vec<StoredWebhookSubscription>>> {
+    fn get(&self, event_name: &str, owner_id: Option<&str>, now: Instant) -> Option<Subs> {
         let event = self.events.get(event_name)?;
         let entry = match owner_id {
             None => event.no_owner.as_ref()?,
@@ -264,16 +261,41 @@ impl<S: Store> Store for CachedStore<S> {
         event_name: &str,
         owner_id: Option<&str>,
     ) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let cache = &self.cache;
-        if cache.ttl.is_zero() {
+        if self.cache.ttl.is_zero() {
             return self.inner.subscriptions_for(event_name, owner_id).await;
         }
+        Ok(self.lookup(event_name, owner_id).await?.iter().map(|s| StoredWebhookSubscription::clone(s)).collect())
+    }
+
+    async fn shared_subscriptions_for(
+        &self,
+        event_name: &str,
+        owner_id: Option<&str>,
+    ) -> Result<Vec<Arc<StoredWebhookSubscription>>, StoreError> {
+        if self.cache.ttl.is_zero() {
+            return self.inner.shared_subscriptions_for(event_name, owner_id).await;
+        }
+        Ok(self.lookup(event_name, owner_id).await?.as_ref().clone())
+    }
+
+    fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
+        // The inner store's own writes are the only ones this process sees
+        // at once; its hint (if it has one) is as fresh as its data.
+        self.inner.has_subscriptions_hint(event_name)
+    }
+}
+
+impl<S: Store> CachedStore<S> {
+    /// The cached answer, or one query to the inner store (shared with the
+    /// identical look-ups that arrive while it runs).
+    async fn lookup(&self, event_name: &str, owner_id: Option<&str>) -> Result<Subs, StoreError> {
+        let cache = &self.cache;
         let load = {
             let mut state = cache.lock();
             if let Some(subs) = state.get(event_name, owner_id, Instant::now()) {
                 drop(state);
                 cache.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(subs.as_ref().clone());
+                return Ok(subs);
             }
             let key = (event_name.to_owned(), owner_id.map(str::to_owned));
             let generation = state.generation;
@@ -290,32 +312,21 @@ impl<S: Store> Store for CachedStore<S> {
                 }
             }
         };
-        match load.await {
-            Ok(subs) => Ok(subs.as_ref().clone()),
-            // The first caller gets the error itself; the others a copy.
-            Err(e) => Err(match Arc::try_unwrap(e) {
-                Ok(e) => e,
-                Err(e) if e.is_retryable() => StoreError::unavailable(e.to_string()),
-                Err(e) => StoreError::Corrupt(e.to_string()),
-            }),
-        }
+        // The first caller gets the error itself; the others a copy.
+        load.await.map_err(|e| match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(e) if e.is_retryable() => StoreError::unavailable(e.to_string()),
+            Err(e) => StoreError::Corrupt(e.to_string()),
+        })
     }
 
-    fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
-        // The inner store's own writes are the only ones this process sees
-        // at once; its hint (if it has one) is as fresh as its data.
-        self.inner.has_subscriptions_hint(event_name)
-    }
-}
-
-impl<S: Store> CachedStore<S> {
     /// One query to the inner store, shared by the callers that wait for
     /// it; its answer is cached unless a write happened meanwhile.
     fn load(&self, key: (String, Option<String>), generation: u64) -> Load {
         let inner = self.inner.clone();
         let cache = self.cache.clone();
         async move {
-            let answer = inner.subscriptions_for(&key.0, key.1.as_deref()).await;
+            let answer = inner.shared_subscriptions_for(&key.0, key.1.as_deref()).await;
             let mut state = cache.lock();
             if state.loading.get(&key).is_some_and(|(g, _)| *g == generation) {
                 state.loading.remove(&key);

@@ -17,7 +17,9 @@
 //! Each [`Check`] works on event names of its own (`conformance.<check>.<random>`)
 //! and removes what it added, so the suite can run against a shared,
 //! non-empty database, repeatedly. [`run_check`] runs one check, for a test
-//! per check.
+//! per check. Every look-up a check makes asks both
+//! [`Store::subscriptions_for`] and [`Store::shared_subscriptions_for`], and
+//! fails unless they agree.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -231,8 +233,23 @@ impl<S: Store + ?Sized> Cx<'_, S> {
             .ok_or_else(|| format!("get({id}) gave None after add"))
     }
 
+    /// `subscriptions_for`, checked against `shared_subscriptions_for`
+    /// (which the dispatcher calls): every look-up of every check must give
+    /// the same subscriptions, in the same order, from both.
     async fn lookup(&self, event: &str, owner: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, String> {
-        self.store.subscriptions_for(event, owner).await.map_err(|e| store_err("subscriptions_for", e))
+        let copied = self.store.subscriptions_for(event, owner).await.map_err(|e| store_err("subscriptions_for", e))?;
+        let shared = self
+            .store
+            .shared_subscriptions_for(event, owner)
+            .await
+            .map_err(|e| store_err("shared_subscriptions_for", e))?;
+        ensure!(
+            shared.len() == copied.len() && shared.iter().zip(&copied).all(|(s, c)| **s == *c),
+            "shared_subscriptions_for({event}, {owner:?}) gave {:?}, subscriptions_for gave {:?}",
+            shared.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            copied.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()
+        );
+        Ok(copied)
     }
 
     async fn list(&self, event: &str) -> Result<Vec<StoredWebhookSubscription>, String> {

@@ -17,11 +17,18 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Subscriptions {
-    by_id: HashMap<String, StoredWebhookSubscription>,
-    /// How many subscriptions each event name has (for the hint, which
-    /// `#[hook]` asks on every request: hashed with foldhash, several times
-    /// cheaper than SipHash for short names, and still seeded per process).
-    per_event: HashMap<String, usize, foldhash::fast::RandomState>,
+    by_id: HashMap<String, Arc<StoredWebhookSubscription>>,
+    /// Each event's subscriptions, sorted by id: what delivery looks up for
+    /// every event (and what the hint, asked on every hooked request,
+    /// checks). Hashed with foldhash, several times cheaper than SipHash for
+    /// short names, and still seeded per process.
+    by_event: HashMap<String, Vec<Arc<StoredWebhookSubscription>>, foldhash::fast::RandomState>,
+}
+
+impl Subscriptions {
+    fn of_event(&self, event_name: &str) -> &[Arc<StoredWebhookSubscription>] {
+        self.by_event.get(event_name).map_or(&[], Vec::as_slice)
+    }
 }
 
 impl MemoryStore {
@@ -39,11 +46,6 @@ impl MemoryStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Subscriptions> {
         self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    fn sorted(mut subs: Vec<StoredWebhookSubscription>) -> Vec<StoredWebhookSubscription> {
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        subs
-    }
 }
 
 #[async_trait]
@@ -52,40 +54,51 @@ impl Store for MemoryStore {
         validate_new(event_name, &subscription)?;
         let id = new_subscription_id();
         let now = Utc::now();
-        let stored = StoredWebhookSubscription::new(id.clone(), event_name, subscription, now, now);
+        let stored = Arc::new(StoredWebhookSubscription::new(id.clone(), event_name, subscription, now, now));
         let mut subs = self.write();
-        subs.by_id.insert(id.clone(), stored);
-        *subs.per_event.entry(event_name.to_owned()).or_default() += 1;
+        subs.by_id.insert(id.clone(), stored.clone());
+        let list = subs.by_event.entry(event_name.to_owned()).or_default();
+        // Ids grow with time, so this is nearly always the end.
+        let at = list.partition_point(|s| s.id < id);
+        list.insert(at, stored);
         Ok(id)
     }
 
     async fn remove(&self, id: &str) -> Result<bool, StoreError> {
         let mut subs = self.write();
         let Some(removed) = subs.by_id.remove(id) else { return Ok(false) };
-        if let Some(n) = subs.per_event.get_mut(&removed.event_name) {
-            *n -= 1;
-            if *n == 0 {
-                subs.per_event.remove(&removed.event_name);
+        if let Some(list) = subs.by_event.get_mut(&removed.event_name) {
+            list.retain(|s| s.id != id);
+            if list.is_empty() {
+                subs.by_event.remove(&removed.event_name);
             }
         }
         Ok(true)
     }
 
     async fn get(&self, id: &str) -> Result<Option<StoredWebhookSubscription>, StoreError> {
-        Ok(self.read().by_id.get(id).cloned())
+        Ok(self.read().by_id.get(id).map(|s| StoredWebhookSubscription::clone(s)))
     }
 
     async fn list(&self, event_name: &str) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let subs = self.read().by_id.values().filter(|s| s.event_name == event_name).cloned().collect();
-        Ok(Self::sorted(subs))
+        Ok(self.read().of_event(event_name).iter().map(|s| StoredWebhookSubscription::clone(s)).collect())
     }
 
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError> {
         update.validate()?;
         let mut subs = self.write();
-        let Some(stored) = subs.by_id.get_mut(id) else { return Ok(false) };
-        update.apply(&mut stored.subscription);
-        stored.updated_at = Utc::now();
+        let Some(stored) = subs.by_id.get(id) else { return Ok(false) };
+        // A new version: look-ups already handed out keep the one they got.
+        let mut changed = StoredWebhookSubscription::clone(stored);
+        update.apply(&mut changed.subscription);
+        changed.updated_at = Utc::now();
+        let changed = Arc::new(changed);
+        if let Some(slot) =
+            subs.by_event.get_mut(&changed.event_name).and_then(|list| list.iter_mut().find(|s| s.id == id))
+        {
+            *slot = changed.clone();
+        }
+        subs.by_id.insert(id.to_owned(), changed);
         Ok(true)
     }
 
@@ -94,17 +107,21 @@ impl Store for MemoryStore {
         event_name: &str,
         owner_id: Option<&str>,
     ) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        let subs = self
-            .read()
-            .by_id
-            .values()
-            .filter(|s| s.event_name == event_name && s.accepts_owner(owner_id))
-            .cloned()
-            .collect();
-        Ok(Self::sorted(subs))
+        let subs = self.read();
+        let matching = subs.of_event(event_name).iter().filter(|s| s.accepts_owner(owner_id));
+        Ok(matching.map(|s| StoredWebhookSubscription::clone(s)).collect())
+    }
+
+    async fn shared_subscriptions_for(
+        &self,
+        event_name: &str,
+        owner_id: Option<&str>,
+    ) -> Result<Vec<Arc<StoredWebhookSubscription>>, StoreError> {
+        let subs = self.read();
+        Ok(subs.of_event(event_name).iter().filter(|s| s.accepts_owner(owner_id)).cloned().collect())
     }
 
     fn has_subscriptions_hint(&self, event_name: &str) -> Option<bool> {
-        Some(self.read().per_event.contains_key(event_name))
+        Some(self.read().by_event.contains_key(event_name))
     }
 }

@@ -15,6 +15,8 @@ mod memory;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use cached::{CacheStats, CachedStore};
@@ -96,6 +98,21 @@ pub trait Store: Send + Sync + 'static {
         let mut subs = self.list(event_name).await?;
         subs.retain(|s| s.accepts_owner(owner_id));
         Ok(subs)
+    }
+
+    /// [`Store::subscriptions_for`], shared rather than copied: what the
+    /// dispatcher asks for every event. The same subscriptions, in the same
+    /// order.
+    ///
+    /// The default wraps what `subscriptions_for` returns; stores that keep
+    /// subscriptions in memory ([`MemoryStore`], [`CachedStore`]) override
+    /// it to hand out reference counts instead of copies.
+    async fn shared_subscriptions_for(
+        &self,
+        event_name: &str,
+        owner_id: Option<&str>,
+    ) -> Result<Vec<Arc<StoredWebhookSubscription>>, StoreError> {
+        Ok(self.subscriptions_for(event_name, owner_id).await?.into_iter().map(Arc::new).collect())
     }
 }
 
