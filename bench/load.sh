@@ -70,6 +70,18 @@ drain() {
 }
 rx_stat() { curl -s "$RX/stats" | jget "['$1']"; }
 app_stat() { curl -s "$APP/admin/stats" | jget "['$1']"; }
+# CPU time (user + system) a process has used, in milliseconds.
+cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; }
+# Runs the fixed-rate load (5,000 req/s) against /hooked; prints its p99 in
+# seconds, and sets APP_CPU_MS and RX_CPU_MS to the CPU the app and the
+# receiver used meanwhile.
+fixed_rate() {
+  local a0 r0 p99
+  a0=$(cpu_ms "$APP_PID"); r0=$(cpu_ms "$RX_PID")
+  p99=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+  APP_CPU_MS=$(( $(cpu_ms "$APP_PID") - a0 )); RX_CPU_MS=$(( $(cpu_ms "$RX_PID") - r0 ))
+  echo "$p99"
+}
 
 RESULTS=$(mktemp)
 record() { echo "$1 $2" >> "$RESULTS"; log "$1 = $2"; }
@@ -83,7 +95,9 @@ for run in $(seq "$RUNS"); do
   record a_plain_rps "$plain"; record a_hooked_rps "$hooked"
   record a_ratio "$(python3 -c "print($hooked / $plain)")"
   # Fixed rate 5,000 req/s with 0 subscribers: the p99 baseline.
-  p99_0=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+  fixed_rate > "$RESULTS.p99"; p99_0=$(cat "$RESULTS.p99")
+  # CPU per request, in microseconds (5,000 requests/s for DURATION s).
+  record fixed5k_app_cpu_us_0sub "$(python3 -c "print($APP_CPU_MS * 1000 / (5000 * $DURATION))")"
   stop_app
 
   # (b) 1 and 10 subscribers: saturation, then fixed rate.
@@ -109,7 +123,9 @@ for run in $(seq "$RUNS"); do
     if ((subs == 1)); then
       curl -s -XPOST "$RX/reset" >/dev/null
       before=$(app_stat emitted)
-      p99_1=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+      fixed_rate > "$RESULTS.p99"; p99_1=$(cat "$RESULTS.p99")
+      record fixed5k_app_cpu_us_1sub "$(python3 -c "print($APP_CPU_MS * 1000 / (5000 * $DURATION))")"
+      record fixed5k_rx_cpu_us "$(python3 -c "print($RX_CPU_MS * 1000 / (5000 * $DURATION))")"
       at_stop=$(rx_stat unique)
       want=$(( $(app_stat emitted) - before ))
       record fixed5k_p99_ratio "$(python3 -c "print($p99_1 / $p99_0)")"
@@ -121,7 +137,7 @@ for run in $(seq "$RUNS"); do
       stop_app; start_app 1 --dedicated 1
       curl -s -XPOST "$RX/reset" >/dev/null
       before=$(app_stat emitted)
-      p99_1d=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
+      fixed_rate > "$RESULTS.p99"; p99_1d=$(cat "$RESULTS.p99")
       at_stop=$(rx_stat unique)
       want=$(( $(app_stat emitted) - before ))
       record fixed5k_dedicated_p99_ratio "$(python3 -c "print($p99_1d / $p99_0)")"

@@ -99,6 +99,28 @@ async fn static_subscribers_get_only_their_event() {
     assert!(rx.hits_for("/b").is_empty());
 }
 
+// The pipeline polls its queue while emissions keep coming and sleeps
+// (to be woken by the next emission) once they stop: an emission must be
+// delivered in either state, without waiting for shutdown.
+#[tokio::test]
+async fn emissions_are_delivered_whether_the_pipeline_polls_or_sleeps() {
+    let rx = Receiver::start().await;
+    let hooks = local_builder().subscriber("e", sub(rx.url("/h"))).build().unwrap();
+    hooks.send("e", &json!(1)).unwrap();
+    rx.wait_for("/h", 1, WAIT).await;
+    // Right after work: the pipeline is polling.
+    hooks.send("e", &json!(2)).unwrap();
+    rx.wait_for("/h", 2, WAIT).await;
+    // Long after (well past its polls): it sleeps, and the emission wakes it.
+    for n in 3..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        hooks.send("e", &json!(n)).unwrap();
+        let hits = rx.wait_for("/h", n, Duration::from_secs(2)).await;
+        assert_eq!(hits.len(), n, "emission {n} was not delivered while the pipeline slept");
+    }
+    assert!(hooks.shutdown(WAIT).await.drained);
+}
+
 #[tokio::test]
 async fn every_event_gets_a_unique_sortable_id() {
     let rx = Receiver::start().await;
