@@ -1,6 +1,7 @@
 //! Subscriptions: where an event is delivered, and how to authenticate there.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -253,9 +254,10 @@ pub struct StoredWebhookSubscription {
     pub id: String,
     /// The event it subscribes to.
     pub event_name: String,
-    /// The destination.
+    /// The destination: shared, so that deliveries and failure reports
+    /// hold it without copying it.
     #[serde(flatten)]
-    pub subscription: WebhookSubscription,
+    pub subscription: Arc<WebhookSubscription>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
@@ -271,7 +273,13 @@ impl StoredWebhookSubscription {
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
     ) -> Self {
-        Self { id: id.into(), event_name: event_name.into(), subscription, created_at, updated_at }
+        Self {
+            id: id.into(),
+            event_name: event_name.into(),
+            subscription: Arc::new(subscription),
+            created_at,
+            updated_at,
+        }
     }
 }
 

@@ -184,10 +184,7 @@ impl Target {
     fn failure(self, event: Arc<Event>, error: DeliveryError, attempts: u32) -> DeliveryFailure {
         let (subscription, subscription_id) = match self {
             Self::Static(sub) => (sub, None),
-            Self::Stored(stored) => {
-                let stored = Arc::unwrap_or_clone(stored);
-                (Arc::new(stored.subscription), Some(stored.id))
-            }
+            Self::Stored(stored) => (stored.subscription.clone(), Some(stored.id.clone())),
         };
         DeliveryFailure { event, subscription: Some(subscription), subscription_id, error, attempts }
     }

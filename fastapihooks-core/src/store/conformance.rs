@@ -287,7 +287,7 @@ impl<S: Store + ?Sized> Cx<'_, S> {
         let got = self.get(&id).await?;
         ensure!(got.id == id, "get returned id {} for {id}", got.id);
         ensure!(got.event_name == event, "event_name: got {:?}, wanted {event:?}", got.event_name);
-        ensure!(got.subscription == wanted, "subscription: got {:?}, wanted {wanted:?}", got.subscription);
+        ensure!(*got.subscription == wanted, "subscription: got {:?}, wanted {wanted:?}", got.subscription);
         // `PartialEq` on `Secret` is constant-time over the value; check the
         // bearer token and secrets explicitly for a clear message.
         ensure!(got.auth.auth_value().map(Secret::expose) == Some("tok_123"), "the bearer token did not round-trip");
@@ -432,7 +432,7 @@ impl<S: Store + ?Sized> Cx<'_, S> {
         let mut wanted = original.clone();
         wanted.target_url = "https://example.com/new".into();
         ensure!(
-            after.subscription == wanted,
+            *after.subscription == wanted,
             "after a target_url update: got {:?}, wanted {wanted:?}",
             after.subscription
         );
@@ -589,7 +589,7 @@ impl<S: Store + ?Sized> Cx<'_, S> {
             object(json!({ tricky: tricky, "k'ey": ["\"", "\\", "\n\t"], "big": 9_007_199_254_740_991_i64 }));
         let id = self.add(&event, wanted.clone()).await?;
         let got = self.get(&id).await?;
-        ensure!(got.subscription == wanted, "got {:?}, wanted {wanted:?}", got.subscription);
+        ensure!(*got.subscription == wanted, "got {:?}, wanted {wanted:?}", got.subscription);
         ensure!(got.auth.auth_value().map(Secret::expose) == Some(tricky), "the bearer token changed");
         ensure!(ids(&self.lookup(&event, Some(owner)).await?) == set(&[&id]), "look-up by a tricky owner failed");
         Ok(())

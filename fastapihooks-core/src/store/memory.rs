@@ -90,7 +90,7 @@ impl Store for MemoryStore {
         let Some(stored) = subs.by_id.get(id) else { return Ok(false) };
         // A new version: look-ups already handed out keep the one they got.
         let mut changed = StoredWebhookSubscription::clone(stored);
-        update.apply(&mut changed.subscription);
+        update.apply(Arc::make_mut(&mut changed.subscription));
         changed.updated_at = Utc::now();
         let changed = Arc::new(changed);
         if let Some(slot) =

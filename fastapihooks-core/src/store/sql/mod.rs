@@ -493,7 +493,7 @@ struct ChangedRow {
 /// Reads the locked row, applies `update` to it and returns what to write.
 fn apply_update(row: RawRow, update: SubscriptionUpdate) -> Result<ChangedRow, Failure> {
     let mut stored = row.into_stored().map_err(Failure::Corrupt)?;
-    update.apply(&mut stored.subscription);
+    update.apply(std::sync::Arc::make_mut(&mut stored.subscription));
     let sub = &stored.subscription;
     let corrupt = |e: serde_json::Error| Failure::Corrupt(StoreError::Corrupt(format!("cannot serialize: {e}")));
     Ok(ChangedRow {
