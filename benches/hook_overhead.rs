@@ -14,6 +14,8 @@
 //! `bench/load.sh`, measures what delivery does to the endpoint).
 
 use async_trait::async_trait;
+use std::time::{Duration, Instant};
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
@@ -96,6 +98,16 @@ impl Backend for Discard {
     }
 }
 
+/// The time `n` requests to `app` take, one after the other.
+async fn timed(app: &Router, n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let res = app.clone().oneshot(request()).await.expect("infallible");
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    start.elapsed()
+}
+
 fn bench(c: &mut Criterion) {
     // The measured requests run on `rt`; the fastapihooks runtime on `bg`.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -121,8 +133,8 @@ fn bench(c: &mut Criterion) {
         ("hooked_headers_request_response", Router::new().route("/orders", post(hooked_all)).with_state(hooks.clone())),
     ];
     let mut group = c.benchmark_group("hook_overhead");
-    for (name, app) in apps {
-        group.bench_function(name, |b| {
+    for (name, app) in &apps {
+        group.bench_function(*name, |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();
                 async move {
@@ -133,8 +145,35 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
-    bg.block_on(hooks.shutdown(std::time::Duration::from_secs(30)));
-    bg.block_on(in_process.shutdown(std::time::Duration::from_secs(30)));
+
+    // The added time itself: hooked and plain requests alternate in chunks,
+    // and each sample is the hooked chunks' time minus the plain chunks'.
+    // Drift in the machine's speed, which on a shared machine moves the
+    // absolute times above from one benchmark to the next, hits both alike
+    // and cancels out. A sample in which the plain chunks took longer counts
+    // as 1 ns per request (criterion needs a positive time): that can only
+    // overstate the added time.
+    let plain_app = apps[0].1.clone();
+    let mut added = c.benchmark_group("hook_overhead_added");
+    for (name, app) in &apps[1..] {
+        added.bench_function(*name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (hooked, plain) = (app.clone(), plain_app.clone());
+                async move {
+                    const CHUNK: u64 = 32;
+                    let (mut with_hook, mut without) = (Duration::ZERO, Duration::ZERO);
+                    for _ in 0..iters.div_ceil(CHUNK) {
+                        without += timed(&plain, CHUNK).await;
+                        with_hook += timed(&hooked, CHUNK).await;
+                    }
+                    with_hook.saturating_sub(without).max(Duration::from_nanos(iters))
+                }
+            });
+        });
+    }
+    added.finish();
+    bg.block_on(hooks.shutdown(Duration::from_secs(30)));
+    bg.block_on(in_process.shutdown(Duration::from_secs(30)));
 }
 
 criterion_group!(benches, bench);
