@@ -11,7 +11,7 @@
 //! is freed elsewhere.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde::Serialize;
@@ -33,17 +33,32 @@ impl Pool {
         Self { bufs: Mutex::new(Vec::new()) }
     }
 
+    /// A buffer from the pool, or a new one. Never waits: the pool is
+    /// shared by request threads and the pipeline's thread, which may run
+    /// at a lower priority (`DeliveryRuntime::dedicated`); a request must
+    /// not wait for it to be scheduled again. When the lock is taken, a new
+    /// buffer costs an allocation instead.
     fn take(&self) -> Vec<u8> {
-        let reused = self.bufs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let reused = match self.bufs.try_lock() {
+            Ok(mut bufs) => bufs.pop(),
+            Err(TryLockError::Poisoned(e)) => e.into_inner().pop(),
+            Err(TryLockError::WouldBlock) => None,
+        };
         reused.unwrap_or_else(|| Vec::with_capacity(INITIAL_CAPACITY))
     }
 
+    /// Keeps `buf` for reuse, unless the pool is full, the buffer grew too
+    /// big, or the lock is taken (then it is freed: never waits either).
     fn give_back(&self, mut buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > KEEP_CAPACITY {
             return;
         }
         buf.clear();
-        let mut bufs = self.bufs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bufs = match self.bufs.try_lock() {
+            Ok(bufs) => bufs,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         if bufs.len() < POOL_SIZE {
             bufs.push(buf);
         }
