@@ -30,6 +30,44 @@ async fn shutdown_drains_in_flight_retries_before_returning() {
     assert_eq!(hooks.stats().delivered, 1);
 }
 
+// Intake closes when shutdown starts, even while emissions keep coming
+// (the pipeline, busy draining them, must still notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_intake_at_once_under_a_steady_flow() {
+    let rx = Receiver::start().await;
+    let hooks = local_builder().subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap()).build().unwrap();
+    let emitter = {
+        let hooks = hooks.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            // Bounded: at most 5 s of emitting.
+            while start.elapsed() < Duration::from_secs(5) {
+                // Faster than the pipeline drains: its queue never empties.
+                for _ in 0..200 {
+                    if let Err(EmitError::ShutDown) = hooks.send("e", &json!({})) {
+                        return Some(tokio::time::Instant::now());
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            None
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    let shutdown = {
+        let hooks = hooks.clone();
+        tokio::spawn(async move { hooks.shutdown(Duration::from_secs(4)).await })
+    };
+    let refused_at = emitter.await.unwrap().expect("emissions were accepted for 5 s after shutdown started");
+    assert!(
+        refused_at - started < Duration::from_secs(1),
+        "intake closed {:?} after shutdown started",
+        refused_at - started
+    );
+    shutdown.await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_deadline_hands_what_is_left_to_on_failure() {
     let rx = Receiver::start().await;

@@ -388,6 +388,11 @@ impl Pipeline {
         let mut idle_polls = LINGER_POLLS;
         'run: loop {
             loop {
+                // Shutdown closes intake at once, even while emissions keep coming.
+                if !closing && intake_closed.is_cancelled() {
+                    closing = true;
+                    rx.close();
+                }
                 match rx.try_recv() {
                     Ok(q) => {
                         idle_polls = 0;
