@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::{Mutex, TryLockError};
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 /// Buffers kept for reuse, at most.
@@ -78,7 +78,6 @@ impl PooledBuf {
     }
 
     /// A copy of `bytes`.
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn copy(bytes: &[u8]) -> Self {
         let mut buf = Self::take();
         buf.0.extend_from_slice(bytes);
@@ -92,7 +91,7 @@ impl PooledBuf {
     /// Request headers, one `name:value\n` line per value (names and values
     /// cannot hold a newline; names cannot hold a colon). Credential headers
     /// become one `[redacted]` line unless `keep_credentials`.
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    #[cfg(feature = "axum")]
     pub(crate) fn headers(headers: &HeaderMap, keep_credentials: bool) -> Self {
         let mut buf = Self::take();
         let mut last: Option<&HeaderName> = None;
@@ -142,12 +141,16 @@ impl fmt::Debug for PooledBuf {
     }
 }
 
+#[cfg(feature = "axum")]
 /// Credential headers, redacted unless `include_credentials = true`.
-const CREDENTIAL_HEADERS: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION];
+const CREDENTIAL_HEADERS: [HeaderName; 3] =
+    [http::header::AUTHORIZATION, http::header::COOKIE, http::header::PROXY_AUTHORIZATION];
 
+#[cfg(feature = "axum")]
 /// The value that replaces a redacted header.
 pub(crate) const REDACTED: &str = "[redacted]";
 
+#[cfg(feature = "axum")]
 /// Bodies up to this size are copied into a pooled buffer; bigger ones are
 /// passed on as they are (one allocation amortized over many bytes).
 pub(crate) const COPY_LIMIT: usize = KEEP_CAPACITY;
@@ -176,7 +179,7 @@ impl JsonBuf {
 
     /// Copies bytes that should be one JSON value; the pipeline checks
     /// them (off the request path).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    #[cfg(feature = "axum")]
     pub(crate) fn copy_unchecked(json: &[u8]) -> Self {
         Self { buf: PooledBuf::copy(json), serialized: false }
     }
@@ -236,6 +239,7 @@ mod tests {
         assert_eq!(big.as_bytes().len(), KEEP_CAPACITY * 2 + 2);
     }
 
+    #[cfg(feature = "axum")]
     #[test]
     fn headers_round_trip_with_credentials_redacted_unless_kept() {
         let mut h = HeaderMap::new();

@@ -562,6 +562,7 @@ impl Fastapihooks {
 
     /// Counts an event skipped because nobody is subscribed (for `#[hook]`,
     /// which checks [`Fastapihooks::is_subscribed`] before capturing).
+    #[cfg(feature = "axum")]
     pub(crate) fn count_unsubscribed(&self) {
         Stats::inc(&self.inner.stats.unsubscribed);
     }
