@@ -451,7 +451,8 @@ fn thread_niceness(prefix: &str) -> Vec<i32> {
         if !comm.trim_end().starts_with(prefix) {
             continue;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        // Other tests' threads come and go meanwhile.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
         let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
         found.push(after_comm.split_whitespace().nth(16).unwrap().parse().unwrap());
     }
@@ -471,14 +472,47 @@ async fn a_dedicated_delivery_runtime_delivers_on_lower_priority_threads() {
         hooks.send("e", &json!(i)).unwrap();
     }
     rx.wait_for("/h", 6, WAIT).await;
-    // Thread names are cut to 15 bytes: "fastapihooks-de".
-    assert_eq!(thread_niceness("fastapihooks-de"), [7, 7], "two delivery threads at niceness 7");
+    // Thread names are cut to 15 bytes: "fastapihooks-de". Tests running
+    // beside this one have delivery threads too, at the default niceness 0.
+    let at_7 = || thread_niceness("fastapihooks-de").into_iter().filter(|&n| n == 7).count();
+    assert_eq!(at_7(), 2, "two delivery threads at niceness 7");
     assert!(hooks.shutdown(WAIT).await.drained, "retries on the dedicated runtime drain too");
     assert_eq!(hooks.stats().delivered, 5);
     // Shutdown stops the dedicated runtime: its threads are gone.
     let deadline = std::time::Instant::now() + WAIT;
-    while !thread_niceness("fastapihooks-de").is_empty() && std::time::Instant::now() < deadline {
+    while at_7() > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(thread_niceness("fastapihooks-de").is_empty(), "delivery threads outlived shutdown");
+    assert_eq!(at_7(), 0, "delivery threads outlived shutdown");
+}
+
+/// The name of the thread each failure report ran on.
+fn failure_threads() -> (std::sync::Arc<std::sync::Mutex<Vec<String>>>, impl fastapihooks::FailureHandler) {
+    let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = names.clone();
+    let handler = move |_f: fastapihooks::DeliveryFailure| {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        seen.lock().unwrap().push(name);
+    };
+    (names, handler)
+}
+
+#[tokio::test]
+async fn delivery_runs_on_threads_of_its_own_by_default_and_on_the_app_runtime_when_shared() {
+    let rx = Receiver::start().await;
+    for (runtime, dedicated) in [(None, true), (Some(fastapihooks::DeliveryRuntime::shared()), false)] {
+        rx.script("/gone", [Reply::status(410)]);
+        let (names, handler) = failure_threads();
+        let mut builder = local_builder().on_failure(handler).subscriber("e", sub(rx.url("/gone")));
+        if let Some(runtime) = runtime {
+            builder = builder.delivery_runtime(runtime);
+        }
+        let hooks = builder.build().unwrap();
+        hooks.send("e", &json!(1)).unwrap();
+        assert!(hooks.shutdown(WAIT).await.drained);
+        let names = names.lock().unwrap().clone();
+        assert_eq!(names.len(), 1, "one failure report");
+        // A shared runtime's tasks run where `#[tokio::test]` runs the test.
+        assert_eq!(names[0] == "fastapihooks-delivery", dedicated, "the report ran on {:?}", names[0]);
+    }
 }

@@ -2,16 +2,30 @@
 
 use std::fmt;
 
-/// Where deliveries run: on the app's Tokio runtime (the default), or on
-/// threads of their own at a lower OS priority, so that delivery, which is
-/// background work, yields the CPU to request handling when both want it.
+/// Where the delivery engine runs: the pipeline (transforms included), the
+/// fan-out, the endpoint workers, their retry timers and connections.
+///
+/// **By default, on threads of its own**, one per CPU the process may use
+/// (as many as Tokio gives the app by default), at the app's priority. The
+/// operating system then schedules delivery and request handling
+/// preemptively, side by side: a request never waits behind delivery tasks
+/// in a worker's queue, and when deliveries fall behind they get a fair
+/// share of the CPU to catch up. Idle delivery threads cost no CPU.
 ///
 /// ```
 /// # use fastapihooks_core::DeliveryRuntime;
-/// // Two delivery threads at niceness 10 (Linux; elsewhere the priority is unchanged).
+/// // The default: a thread per CPU, at the app's priority.
+/// let rt = DeliveryRuntime::default();
+/// // Two threads at niceness 10 (Linux): requests first, even when
+/// // deliveries fall behind on a saturated machine.
 /// let rt = DeliveryRuntime::dedicated(2).nice(10);
+/// // On the app's own Tokio runtime: no threads of its own.
+/// let rt = DeliveryRuntime::shared();
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// What each choice costs and gives, measured, is in the guide's
+/// benchmarks page (`docs/benchmarks.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryRuntime {
     dedicated: Option<Dedicated>,
 }
@@ -22,19 +36,31 @@ struct Dedicated {
     nice: i32,
 }
 
+impl Default for DeliveryRuntime {
+    /// [`DeliveryRuntime::dedicated`] with a thread per CPU the process may
+    /// use ([`std::thread::available_parallelism`]).
+    fn default() -> Self {
+        Self::dedicated(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    }
+}
+
 impl DeliveryRuntime {
-    /// On the runtime `build` is called in (the default).
+    /// On the Tokio runtime `build` is called in: delivery tasks share the
+    /// app's worker threads with request handling.
     pub fn shared() -> Self {
-        Self::default()
+        Self { dedicated: None }
     }
 
-    /// On `threads` (at least 1) threads of their own, at niceness 10.
+    /// On `threads` (at least 1) threads of its own, at the app's priority.
     pub fn dedicated(threads: usize) -> Self {
-        Self { dedicated: Some(Dedicated { threads: threads.max(1), nice: 10 }) }
+        Self { dedicated: Some(Dedicated { threads: threads.max(1), nice: 0 }) }
     }
 
-    /// Sets the niceness of dedicated threads, clamped to `0..=19` (0: the
-    /// app's own priority; higher yields more). No effect on a shared runtime.
+    /// Lowers the dedicated threads' priority to niceness `nice`, clamped to
+    /// `0..=19` (0, the default: the app's own priority; higher yields more
+    /// to request handling, and starves delivery on a saturated machine).
+    /// Linux only; elsewhere the priority is unchanged. No effect on a
+    /// shared runtime.
     #[must_use]
     pub fn nice(mut self, nice: i32) -> Self {
         if let Some(d) = &mut self.dedicated {
@@ -43,17 +69,33 @@ impl DeliveryRuntime {
         self
     }
 
-    /// Starts the dedicated runtime, if there is one.
+    /// Starts the dedicated runtime, if there is one. Its threads log to the
+    /// `tracing` subscriber that is the default where this is called, as
+    /// the app's own tasks would (a scoped subscriber included).
     pub(crate) fn start(&self) -> std::io::Result<Option<OwnedRuntime>> {
         let Some(Dedicated { threads, nice }) = self.dedicated else { return Ok(None) };
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("fastapihooks-delivery")
             .enable_all()
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || {
+                let guard = tracing::dispatcher::set_default(&dispatch);
+                THREAD_DISPATCH.with(|slot| *slot.borrow_mut() = Some(guard));
+                if nice > 0 {
+                    lower_priority(nice);
+                }
+            })
+            .on_thread_stop(|| drop(THREAD_DISPATCH.with(|slot| slot.borrow_mut().take())))
             .build()?;
         Ok(Some(OwnedRuntime(Some(rt))))
     }
+}
+
+thread_local! {
+    /// A delivery thread's default `tracing` subscriber, for as long as the thread runs.
+    static THREAD_DISPATCH: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(target_os = "linux")]

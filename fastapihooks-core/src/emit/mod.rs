@@ -809,9 +809,8 @@ impl FastapihooksBuilder {
         self
     }
 
-    /// Where deliveries run (default: on the app's runtime). A dedicated
-    /// runtime at a lower priority keeps delivery from competing with
-    /// request handling; see [`DeliveryRuntime`].
+    /// Where deliveries run (default: threads of their own, one per CPU, at
+    /// the app's priority); see [`DeliveryRuntime`].
     #[must_use]
     pub fn delivery_runtime(mut self, runtime: DeliveryRuntime) -> Self {
         self.runtime = runtime;
