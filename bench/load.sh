@@ -72,15 +72,63 @@ rx_stat() { curl -s "$RX/stats" | jget "['$1']"; }
 app_stat() { curl -s "$APP/admin/stats" | jget "['$1']"; }
 # CPU time (user + system) a process has used, in milliseconds.
 cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; }
-# Runs the fixed-rate load (5,000 req/s) against /hooked; prints its p99 in
-# seconds, and sets APP_CPU_MS and RX_CPU_MS to the CPU the app and the
-# receiver used meanwhile.
-fixed_rate() {
-  local a0 r0 p99
-  a0=$(cpu_ms "$APP_PID"); r0=$(cpu_ms "$RX_PID")
-  p99=$(oha --no-tui --output-format json -z "${DURATION}s" -q 5000 -c 64 -m POST -H 'content-type: application/json' -d '{"item":"book","qty":2}' "$APP/hooked" | jget "['latencyPercentiles']['p99']")
-  APP_CPU_MS=$(( $(cpu_ms "$APP_PID") - a0 )); RX_CPU_MS=$(( $(cpu_ms "$RX_PID") - r0 ))
-  echo "$p99"
+# The fixed-rate measurements (see the loop below): `rounds` rounds of one
+# 2-second slice at 5,000 req/s on each app.
+FIXED_VARIANTS=(0sub default shared nice10)
+fixed_rate_rounds() {
+  local rounds=$1 i j k=${#FIXED_VARIANTS[@]} v port rx0 rx1 e0 e1 a0 r0 p99 lag args n
+  declare -A pid_of port_of
+  for i in "${!FIXED_VARIANTS[@]}"; do
+    v=${FIXED_VARIANTS[$i]}; port=$((APP_PORT + 10 + i))
+    case $v in
+      0sub) args=(--subscribers 0) ;;
+      default) args=(--subscribers 1) ;;
+      shared) args=(--subscribers 1 --shared) ;;
+      nice10) args=(--subscribers 1 --nice 10) ;;
+    esac
+    "$BIN/bench-app" --port "$port" --receiver "$RX" --secret $SECRET "${args[@]}" & pid_of[$v]=$!; PIDS+=("${pid_of[$v]}")
+    port_of[$v]=$port
+    wait_port "http://127.0.0.1:$port/admin/stats"
+  done
+  local rows=()
+  for ((round = 0; round < rounds; round++)); do
+    local row=()
+    for ((j = 0; j < k; j++)); do
+      if ((round % 2)); then i=$(( (k - 1 - j + round) % k )); else i=$(( (j + round) % k )); fi
+      v=${FIXED_VARIANTS[$i]}; port=${port_of[$v]}
+      rx0=$(rx_stat unique); e0=$(curl -s "http://127.0.0.1:$port/admin/stats" | jget "['emitted']")
+      a0=$(cpu_ms "${pid_of[$v]}"); r0=$(cpu_ms "$RX_PID")
+      oha --no-tui --output-format json -z 2s -q 5000 -c 64 -m POST -H 'content-type: application/json' \
+        -d '{"item":"book","qty":2}' "http://127.0.0.1:$port/hooked" > "$RESULTS.oha"
+      p99=$(jget "['latencyPercentiles']['p99']" < "$RESULTS.oha")
+      n=$(jget "['statusCodeDistribution'].get('200', 0)" < "$RESULTS.oha")
+      rx1=$(rx_stat unique); e1=$(curl -s "http://127.0.0.1:$port/admin/stats" | jget "['emitted']")
+      lag=0; [[ $v == 0sub ]] || lag=$(drain "$((rx0 + e1 - e0))")
+      # p99 (s), app and receiver CPU (ms), events emitted and delivered
+      # during the slice, the time until the rest were delivered (ms), and
+      # the requests served.
+      row[$i]="$p99 $(( $(cpu_ms "${pid_of[$v]}") - a0 )) $(( $(cpu_ms "$RX_PID") - r0 )) $((e1 - e0)) $((rx1 - rx0)) $lag $n"
+    done
+    rows+=("$(IFS=,; echo "${row[*]}")")
+  done
+  for v in "${FIXED_VARIANTS[@]}"; do kill -INT "${pid_of[$v]}"; wait "${pid_of[$v]}" 2>/dev/null || true; done
+  # Per round: p99s, ratios to the round's baseline; the run's value: the median over rounds.
+  python3 - "${FIXED_VARIANTS[*]}" "${rows[@]}" >> "$RESULTS" <<'PY2'
+import statistics as st, sys
+names = sys.argv[1].split()
+rounds = [[list(map(float, cell.split())) for cell in row.split(',')] for row in sys.argv[2:]]
+med = lambda xs: st.median(list(xs))
+for i, n in enumerate(names):
+    cells = [r[i] for r in rounds]
+    print(f"fixed5k_{n}_p99_ms {med(c[0] * 1000 for c in cells)}")
+    print(f"fixed5k_{n}_app_cpu_us {med(c[1] * 1000 / c[6] for c in cells)}")
+    if i:
+        print(f"fixed5k_{n}_p99_ratio {med(r[i][0] / r[0][0] for r in rounds)}")
+        print(f"fixed5k_{n}_rx_cpu_us {med(c[2] * 1000 / c[4] for c in cells)}")
+        print(f"fixed5k_{n}_backlog_s {max((c[3] - c[4]) / 5000 for c in cells)}")
+        print(f"fixed5k_{n}_lag_ms {max(c[5] for c in cells)}")
+PY2
+  log "fixed rate: $(grep -c '^fixed5k_' "$RESULTS") values"
 }
 
 RESULTS=$(mktemp)
@@ -100,41 +148,13 @@ for run in $(seq "$RUNS"); do
   record a_ratio "$(python3 -c "print($hooked / $plain)")"
   stop_app
 
-  # Fixed rate, 5,000 req/s: the p99 with 0 subscribers (the baseline), with
-  # 1 subscriber, with 1 subscriber and delivery on a dedicated
-  # lower-priority runtime, and the baseline again (the ratios use the mean
-  # of the two baselines, so a drift weighs on both sides alike); each on a
-  # fresh app, one right after the other.
-  start_app 0
-  fixed_rate > "$RESULTS.p99"; p99_0a=$(cat "$RESULTS.p99")
-  # CPU per request, in microseconds (5,000 requests/s for DURATION s).
-  record fixed5k_app_cpu_us_0sub "$(python3 -c "print($APP_CPU_MS * 1000 / (5000 * $DURATION))")"
-  stop_app
-  declare -A p99_1
-  for variant in shared dedicated; do
-    if [[ $variant == shared ]]; then start_app 1; else start_app 1 --dedicated 1; fi
-    curl -s -XPOST "$RX/reset" >/dev/null
-    before=$(app_stat emitted)
-    fixed_rate > "$RESULTS.p99"; p99_1[$variant]=$(cat "$RESULTS.p99")
-    at_stop=$(rx_stat unique)
-    want=$(( $(app_stat emitted) - before ))
-    prefix=fixed5k; [[ $variant == dedicated ]] && prefix=fixed5k_dedicated
-    record "${prefix}_p99_1sub_ms" "$(python3 -c "print(${p99_1[$variant]} * 1000)")"
-    record "${prefix}_backlog_s" "$(python3 -c "print(($want - $at_stop) / 5000)")"
-    if [[ $variant == shared ]]; then
-      record fixed5k_app_cpu_us_1sub "$(python3 -c "print($APP_CPU_MS * 1000 / (5000 * $DURATION))")"
-      record fixed5k_rx_cpu_us "$(python3 -c "print($RX_CPU_MS * 1000 / (5000 * $DURATION))")"
-      record fixed5k_lag_ms "$(drain "$want")"
-    fi
-    stop_app
-  done
-  start_app 0
-  fixed_rate > "$RESULTS.p99"; p99_0b=$(cat "$RESULTS.p99")
-  stop_app
-  p99_0=$(python3 -c "print(($p99_0a + $p99_0b) / 2)")
-  record fixed5k_p99_0sub_ms "$(python3 -c "print($p99_0 * 1000)")"
-  record fixed5k_p99_ratio "$(python3 -c "print(${p99_1[shared]} / $p99_0)")"
-  record fixed5k_dedicated_p99_ratio "$(python3 -c "print(${p99_1[dedicated]} / $p99_0)")"
+  # Fixed rate, 5,000 req/s: the endpoint's p99 with 0 subscribers (the
+  # baseline) and with 1 subscriber on each delivery runtime. The four apps
+  # run side by side (idle apps cost no CPU) and the load visits them in
+  # turn, in 2-second slices, in an order that rotates and reverses each
+  # round; each ratio is taken within a round, so that the machine's drift
+  # weighs on both sides alike, and the run's ratio is their median.
+  fixed_rate_rounds "$((DURATION * 3 / 5))"
 
   # (b) 1 and 10 subscribers, saturation.
   for subs in 1 10; do

@@ -4,6 +4,8 @@
 //! process's memory.
 //!
 //! `bench-app --port 9200 --receiver http://127.0.0.1:9100 --subscribers 1 --secret S`
+//! delivers on the default `DeliveryRuntime`; `--shared` on the app's
+//! runtime, `--dedicated N` on N threads, `--nice K` at niceness K.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -112,9 +114,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = arg("--endpoint-backlog") {
         builder = builder.max_endpoint_backlog(b.parse()?);
     }
-    if let Some(threads) = arg("--dedicated") {
-        let nice: i32 = arg("--nice").unwrap_or_else(|| "10".into()).parse()?;
-        builder = builder.delivery_runtime(fastapihooks::DeliveryRuntime::dedicated(threads.parse()?).nice(nice));
+    // Delivery: the default runtime unless told otherwise.
+    if std::env::args().any(|a| a == "--shared") {
+        builder = builder.delivery_runtime(fastapihooks::DeliveryRuntime::shared());
+    } else if arg("--dedicated").is_some() || arg("--nice").is_some() {
+        let mut runtime = match arg("--dedicated") {
+            Some(threads) => fastapihooks::DeliveryRuntime::dedicated(threads.parse()?),
+            None => fastapihooks::DeliveryRuntime::default(),
+        };
+        if let Some(nice) = arg("--nice") {
+            runtime = runtime.nice(nice.parse()?);
+        }
+        builder = builder.delivery_runtime(runtime);
     }
     let hooks = builder
         .store(store)
