@@ -486,6 +486,45 @@ async fn a_dedicated_delivery_runtime_delivers_on_lower_priority_threads() {
     assert_eq!(at_7(), 0, "delivery threads outlived shutdown");
 }
 
+#[tokio::test]
+async fn each_endpoints_deliveries_stay_on_one_delivery_thread() {
+    use std::collections::{HashMap, HashSet};
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let mut builder = local_builder().delivery_runtime(fastapihooks::DeliveryRuntime::dedicated(2)).on_failure(
+        move |f: fastapihooks::DeliveryFailure| {
+            let thread = std::thread::current();
+            let endpoint = f.subscription.map(|s| s.target_url.clone()).unwrap_or_default();
+            seen.lock().unwrap().push((endpoint, thread.id(), thread.name().unwrap_or_default().to_owned()));
+        },
+    );
+    // 24 endpoints where nothing listens: each delivery is retried (timers,
+    // re-queued) before it is reported. They hash to both threads, but with
+    // a chance of 2^-23.
+    for _ in 0..24 {
+        builder = builder.subscriber("e", sub(format!("http://127.0.0.1:{}/x", closed_port().await)));
+    }
+    let hooks = builder.build().unwrap();
+    for i in 0..3 {
+        hooks.send("e", &json!(i)).unwrap();
+    }
+    assert!(hooks.shutdown(WAIT).await.drained);
+    let reports = reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 72, "3 events x 24 endpoints");
+    assert!(reports.iter().all(|(_, _, name)| name == "fastapihooks-delivery"), "{reports:?}");
+    let mut threads_of: HashMap<&str, HashSet<std::thread::ThreadId>> = HashMap::new();
+    for (endpoint, thread, _) in &reports {
+        threads_of.entry(endpoint).or_default().insert(*thread);
+    }
+    assert_eq!(threads_of.len(), 24);
+    assert!(
+        threads_of.values().all(|t| t.len() == 1),
+        "an endpoint's deliveries moved between threads: {threads_of:?}"
+    );
+    let threads: HashSet<_> = reports.iter().map(|(_, t, _)| *t).collect();
+    assert_eq!(threads.len(), 2, "endpoints spread over both delivery threads");
+}
+
 /// The name of the thread each failure report ran on.
 fn failure_threads() -> (std::sync::Arc<std::sync::Mutex<Vec<String>>>, impl fastapihooks::FailureHandler) {
     let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -137,14 +137,20 @@ async fn every_event_gets_a_unique_sortable_id() {
     assert_eq!(seen.len(), 20);
 }
 
-// A current-thread runtime: the pipeline task cannot run while this test
-// emits without awaiting, so the queue fills deterministically.
+// A current-thread runtime, shared with delivery: the pipeline task cannot
+// run while this test emits without awaiting, so the queue fills
+// deterministically.
 #[tokio::test(flavor = "current_thread")]
 async fn queue_full_hands_the_event_to_on_failure_and_returns_at_once() {
     let rx = Receiver::start().await;
     let dlq = InMemoryDeadLetterQueue::new(100);
-    let hooks =
-        local_builder().queue_capacity(3).on_failure(dlq.clone()).subscriber("e", sub(rx.url("/h"))).build().unwrap();
+    let hooks = local_builder()
+        .delivery_runtime(fastapihooks::DeliveryRuntime::shared())
+        .queue_capacity(3)
+        .on_failure(dlq.clone())
+        .subscriber("e", sub(rx.url("/h")))
+        .build()
+        .unwrap();
     let results: Vec<_> = (0..10).map(|i| hooks.send("e", &json!({"n": i}))).collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
     assert!(results[3..].iter().all(|r| *r == Err(EmitError::QueueFull(3))));

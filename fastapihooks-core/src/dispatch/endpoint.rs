@@ -88,8 +88,26 @@ pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
     if queue.workers < shared.limits.per_endpoint_concurrency.max(1) {
         queue.workers += 1;
         drop(map);
-        let shared2 = shared.clone();
-        shared.tasks.spawn(async move { worker(shared2, key).await });
+        let work = worker(shared.clone(), key.clone());
+        match shard_for(&shared.shards, &key) {
+            Some(shard) => drop(shared.tasks.spawn_on(work, shard)),
+            None => drop(shared.tasks.spawn(work)),
+        }
+    }
+}
+
+/// The shard an endpoint's workers run on: always the same one, so that
+/// its pooled connections, registered with that shard's I/O driver, and
+/// its retry timers stay there too.
+fn shard_for<'a>(shards: &'a [tokio::runtime::Handle], key: &str) -> Option<&'a tokio::runtime::Handle> {
+    use std::hash::BuildHasher as _;
+    match shards {
+        [] => None,
+        [one] => Some(one),
+        _ => {
+            let hash = foldhash::fast::FixedState::with_seed(0).hash_one(key);
+            shards.get((hash % shards.len() as u64) as usize)
+        }
     }
 }
 

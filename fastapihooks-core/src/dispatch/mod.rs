@@ -79,6 +79,9 @@ pub(crate) struct Shared {
     pub(crate) statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
     pub(crate) tasks: TaskTracker,
     pub(crate) cancel: CancellationToken,
+    /// The dedicated runtime's shards (none: the tasks run where they are
+    /// spawned from, on the app's runtime).
+    pub(crate) shards: Vec<tokio::runtime::Handle>,
 }
 
 impl Shared {

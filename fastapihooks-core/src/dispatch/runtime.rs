@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use tokio_util::sync::CancellationToken;
+
 /// Where the delivery engine runs: the pipeline (transforms included), the
 /// fan-out, the endpoint workers, their retry timers and connections.
 ///
@@ -11,6 +13,12 @@ use std::fmt;
 /// preemptively, side by side: a request never waits behind delivery tasks
 /// in a worker's queue, and when deliveries fall behind they get a fair
 /// share of the CPU to catch up. Idle delivery threads cost no CPU.
+///
+/// Each thread runs a single-threaded Tokio runtime, and each endpoint
+/// (scheme, host, port) delivers from one of them, chosen by a hash of the
+/// endpoint: its connections and retry timers stay on that thread, and
+/// its deliveries wake no other thread. Many endpoints spread over all the
+/// threads; one endpoint gets at most one thread's worth of CPU.
 ///
 /// ```
 /// # use fastapihooks_core::DeliveryRuntime;
@@ -69,33 +77,42 @@ impl DeliveryRuntime {
         self
     }
 
-    /// Starts the dedicated runtime, if there is one. Its threads log to the
-    /// `tracing` subscriber that is the default where this is called, as
-    /// the app's own tasks would (a scoped subscriber included).
+    /// Starts the dedicated threads, if any: one single-threaded Tokio
+    /// runtime on each (see [`OwnedRuntime`]). They log to the `tracing`
+    /// subscriber that is the default where this is called, as the app's
+    /// own tasks would (a scoped subscriber included).
     pub(crate) fn start(&self) -> std::io::Result<Option<OwnedRuntime>> {
         let Some(Dedicated { threads, nice }) = self.dedicated else { return Ok(None) };
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("fastapihooks-delivery")
-            .enable_all()
-            .on_thread_start(move || {
-                let guard = tracing::dispatcher::set_default(&dispatch);
-                THREAD_DISPATCH.with(|slot| *slot.borrow_mut() = Some(guard));
+        // Dropped (every thread told to stop) if a later thread fails to start.
+        let mut owned = OwnedRuntime { shards: Vec::with_capacity(threads), stop: CancellationToken::new() };
+        for _ in 0..threads {
+            // Each runtime is built, run and dropped on its own thread (a
+            // runtime must not be dropped in an async context, where `build`
+            // runs); the thread hands its handle back.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (stop, dispatch) = (owned.stop.clone(), dispatch.clone());
+            std::thread::Builder::new().name("fastapihooks-delivery".into()).spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(tx.send(Err(e))),
+                };
+                if tx.send(Ok(rt.handle().clone())).is_err() {
+                    return;
+                }
                 if nice > 0 {
                     lower_priority(nice);
                 }
-            })
-            .on_thread_stop(|| drop(THREAD_DISPATCH.with(|slot| slot.borrow_mut().take())))
-            .build()?;
-        Ok(Some(OwnedRuntime(Some(rt))))
+                // Runs this shard's tasks until told to stop; the runtime is
+                // then dropped here, with what is left of them.
+                rt.block_on(stop.cancelled());
+            })?;
+            let shard = rx.recv().map_err(|_| std::io::Error::other("a delivery thread exited at start"))??;
+            owned.shards.push(shard);
+        }
+        Ok(Some(owned))
     }
-}
-
-thread_local! {
-    /// A delivery thread's default `tracing` subscriber, for as long as the thread runs.
-    static THREAD_DISPATCH: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
-        const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(target_os = "linux")]
@@ -109,26 +126,40 @@ fn lower_priority(nice: i32) {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
 
-/// A runtime that may be dropped anywhere, async contexts included (a
-/// plain `Runtime` panics there): it shuts down in the background.
-pub(crate) struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+/// The dedicated delivery threads: each runs a single-threaded Tokio
+/// runtime (a shard). The pipeline and the consumer run on the first; each
+/// endpoint's workers, and so its connections and retry timers, on the
+/// shard its key hashes to. A shard's tasks wake each other without waking
+/// another thread, which a work-stealing runtime does several times per
+/// delivery at moderate rates; endpoints spread the load over the shards.
+///
+/// May be dropped anywhere, async contexts included: the threads stop in
+/// the background.
+pub(crate) struct OwnedRuntime {
+    shards: Vec<tokio::runtime::Handle>,
+    stop: CancellationToken,
+}
 
 impl OwnedRuntime {
+    /// The first shard: the pipeline's and the consumer's.
     pub(crate) fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+        self.shards.first()
+    }
+
+    /// Every shard.
+    pub(crate) fn shards(&self) -> &[tokio::runtime::Handle] {
+        &self.shards
     }
 }
 
 impl Drop for OwnedRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
+        self.stop.cancel();
     }
 }
 
 impl fmt::Debug for OwnedRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OwnedRuntime")
+        f.debug_struct("OwnedRuntime").field("shards", &self.shards.len()).finish()
     }
 }

@@ -852,6 +852,7 @@ impl FastapihooksBuilder {
                 self.connect_timeout,
             )
             .map_err(BuildError::Http)?;
+            delivery_runtime = self.runtime.start().map_err(BuildError::Runtime)?;
             let d = Dispatcher::new(Shared {
                 sender,
                 store: self.store.clone(),
@@ -869,8 +870,8 @@ impl FastapihooksBuilder {
                     .collect(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                shards: delivery_runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
             });
-            delivery_runtime = self.runtime.start().map_err(BuildError::Runtime)?;
             d.spawn_consumer(backend.clone(), delivery_runtime.as_ref().and_then(OwnedRuntime::handle));
             Some(d)
         } else {
