@@ -2,8 +2,9 @@
 //! counts unique deliveries (by event id and path), and can fail a share of
 //! requests with 503.
 //!
-//! `bench-receiver --port 9100 [--ports 10] --secret S [--fail-rate 0.3] [--hang]`
-//! (listening on `--ports` consecutive ports); `GET /stats`
+//! `bench-receiver --port 9100 [--ports 10] --secret S [--fail-rate 0.3] [--hang] [--threads N]`
+//! (listening on `--ports` consecutive ports, with a thread per core unless
+//! `--threads` says otherwise); `GET /stats`
 //! returns the counters as JSON, `POST /reset` zeroes them.
 
 use std::collections::HashSet;
@@ -37,19 +38,12 @@ fn arg(name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = arg("--port").unwrap_or_else(|| "9100".into()).parse()?;
     let secret = arg("--secret").unwrap_or_else(|| "bench-secret".into());
     let fail_rate: f64 = arg("--fail-rate").unwrap_or_else(|| "0".into()).parse()?;
     if std::env::args().any(|a| a == "--hang") {
-        // A subscriber that accepts connections and never answers.
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let mut held = Vec::new();
-        loop {
-            let (sock, _) = listener.accept().await?;
-            held.push(sock);
-        }
+        return tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(hang(port));
     }
     let counters = Arc::new(Counters {
         secret: secret.into_bytes(),
@@ -66,15 +60,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Router::new().route("/stats", get(stats)).route("/reset", post(reset)).fallback(receive).with_state(counters);
     // One port per subscriber: distinct subscribers are distinct endpoints.
     let ports: u16 = arg("--ports").unwrap_or_else(|| "1".into()).parse()?;
-    let mut servers = Vec::new();
-    for p in port..port + ports.max(1) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", p)).await?;
-        servers.push(tokio::spawn(axum::serve(listener, app.clone()).into_future()));
+    // Thread per core: each thread runs a single-threaded runtime with its
+    // own listener on every port (SO_REUSEPORT: the kernel spreads the
+    // connections), so a request wakes only the thread that serves it.
+    let threads: usize = match arg("--threads") {
+        Some(n) => n.parse()?,
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    };
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut listeners = Vec::new();
+        for p in port..port + ports.max(1) {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(([127, 0, 0, 1], p).into())?;
+            listeners.push(rt.block_on(async { socket.listen(1024) })?);
+        }
+        let app = app.clone();
+        handles.push(std::thread::spawn(move || {
+            rt.block_on(async move {
+                let servers: Vec<_> =
+                    listeners.into_iter().map(|l| tokio::spawn(axum::serve(l, app.clone()).into_future())).collect();
+                for s in servers {
+                    if let Ok(Err(e)) = s.await {
+                        eprintln!("bench-receiver: {e}");
+                    }
+                }
+            });
+        }));
     }
-    for s in servers {
-        s.await??;
+    for h in handles {
+        h.join().map_err(|_| "a receiver thread panicked")?;
     }
     Ok(())
+}
+
+/// A subscriber that accepts connections and never answers.
+async fn hang(port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let mut held = Vec::new();
+    loop {
+        let (sock, _) = listener.accept().await?;
+        held.push(sock);
+    }
 }
 
 async fn receive(State(c): State<Arc<Counters>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
