@@ -499,8 +499,7 @@ async fn each_endpoints_deliveries_stay_on_one_delivery_thread() {
         },
     );
     // 24 endpoints where nothing listens: each delivery is retried (timers,
-    // re-queued) before it is reported. They hash to both threads, but with
-    // a chance of 2^-23.
+    // re-queued) before it is reported. They take the threads in turn.
     for _ in 0..24 {
         builder = builder.subscriber("e", sub(format!("http://127.0.0.1:{}/x", closed_port().await)));
     }

@@ -22,6 +22,8 @@ struct Queue {
     retries: VecDeque<Job>,
     workers: usize,
     retry_next: bool,
+    /// The delivery runtime shard its workers run on.
+    shard: usize,
 }
 
 impl Queue {
@@ -46,12 +48,47 @@ type EndpointMap = HashMap<Arc<str>, Queue, foldhash::fast::RandomState>;
 /// The endpoints with queued or in-flight deliveries.
 #[derive(Default)]
 pub(crate) struct Endpoints {
-    map: Mutex<EndpointMap>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: EndpointMap,
+    /// The delivery runtime shard of each endpoint seen (bounded).
+    homes: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// The shard the next new endpoint goes to.
+    next_home: usize,
 }
 
 impl Endpoints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, EndpointMap> {
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Past this many endpoints, their shards are assigned afresh.
+    const MAX_HOMES: usize = 4096;
+
+    /// The queue of `key`. Endpoints get shards in turn, the first time
+    /// they are seen, and keep them: an endpoint's workers, pooled
+    /// connections and retry timers stay on one thread, and endpoints
+    /// spread evenly over the threads. The first goes to the first shard,
+    /// with the pipeline and the consumer: one subscriber's deliveries
+    /// then wake no other thread.
+    fn queue(&mut self, key: &Arc<str>, shards: usize) -> &mut Queue {
+        let Self { queues, homes, next_home } = self;
+        queues.entry(key.clone()).or_insert_with(|| {
+            if homes.len() >= Self::MAX_HOMES && !homes.contains_key(key) {
+                homes.clear();
+            }
+            let shard = *homes.entry(key.clone()).or_insert_with(|| {
+                let shard = *next_home % shards.max(1);
+                *next_home = next_home.wrapping_add(1);
+                shard
+            });
+            Queue { shard, ..Queue::default() }
+        })
     }
 }
 
@@ -66,17 +103,17 @@ fn endpoint_key(url: &url::Url) -> &str {
 /// room for one. A first attempt is dead-lettered at once when the endpoint's
 /// backlog is full; a retry always gets in (it already counted).
 pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
-    let mut map = shared.endpoints.lock();
+    let mut state = shared.endpoints.lock();
     let key = endpoint_key(&job.url);
     // Allocate the key only for an endpoint not seen yet.
-    let key: Arc<str> = match map.get_key_value(key) {
+    let key: Arc<str> = match state.queues.get_key_value(key) {
         Some((k, _)) => k.clone(),
         None => Arc::from(key),
     };
-    let queue = map.entry(key.clone()).or_default();
+    let queue = state.queue(&key, shared.shards.len());
     if !retry && queue.len() >= shared.limits.max_endpoint_backlog {
         let pending = queue.len();
-        drop(map);
+        drop(state);
         job.fail(shared, DeliveryError::EndpointBacklogFull { pending });
         return;
     }
@@ -87,26 +124,12 @@ pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
     }
     if queue.workers < shared.limits.per_endpoint_concurrency.max(1) {
         queue.workers += 1;
-        drop(map);
-        let work = worker(shared.clone(), key.clone());
-        match shard_for(&shared.shards, &key) {
+        let shard = queue.shard;
+        drop(state);
+        let work = worker(shared.clone(), key);
+        match shared.shards.get(shard) {
             Some(shard) => drop(shared.tasks.spawn_on(work, shard)),
             None => drop(shared.tasks.spawn(work)),
-        }
-    }
-}
-
-/// The shard an endpoint's workers run on: always the same one, so that
-/// its pooled connections, registered with that shard's I/O driver, and
-/// its retry timers stay there too.
-fn shard_for<'a>(shards: &'a [tokio::runtime::Handle], key: &str) -> Option<&'a tokio::runtime::Handle> {
-    use std::hash::BuildHasher as _;
-    match shards {
-        [] => None,
-        [one] => Some(one),
-        _ => {
-            let hash = foldhash::fast::FixedState::with_seed(0).hash_one(key);
-            shards.get((hash % shards.len() as u64) as usize)
         }
     }
 }
@@ -114,14 +137,14 @@ fn shard_for<'a>(shards: &'a [tokio::runtime::Handle], key: &str) -> Option<&'a 
 /// Takes the endpoint's next job, or retires this worker (and forgets the
 /// endpoint when it was the last one and nothing is queued).
 fn next_job(shared: &Shared, key: &Arc<str>) -> Option<Job> {
-    let mut map = shared.endpoints.lock();
-    let queue = map.get_mut(key)?;
+    let mut state = shared.endpoints.lock();
+    let queue = state.queues.get_mut(key)?;
     if let Some(job) = queue.pop() {
         return Some(job);
     }
     queue.workers -= 1;
     if queue.workers == 0 {
-        map.remove(key);
+        state.queues.remove(key);
     }
     None
 }

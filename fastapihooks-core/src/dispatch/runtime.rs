@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// share of the CPU to catch up. Idle delivery threads cost no CPU.
 ///
 /// Each thread runs a single-threaded Tokio runtime, and each endpoint
-/// (scheme, host, port) delivers from one of them, chosen by a hash of the
-/// endpoint: its connections and retry timers stay on that thread, and
-/// its deliveries wake no other thread. Many endpoints spread over all the
+/// (scheme, host, port) delivers from one of them, given in turn the first
+/// time the endpoint is seen: its connections and retry timers stay on
+/// that thread, and its deliveries wake no other thread. Many endpoints spread over all the
 /// threads; one endpoint gets at most one thread's worth of CPU.
 ///
 /// ```
@@ -129,7 +129,7 @@ fn lower_priority(_nice: i32) {}
 /// The dedicated delivery threads: each runs a single-threaded Tokio
 /// runtime (a shard). The pipeline and the consumer run on the first; each
 /// endpoint's workers, and so its connections and retry timers, on the
-/// shard its key hashes to. A shard's tasks wake each other without waking
+/// shard it was given (in turn, when first seen). A shard's tasks wake each other without waking
 /// another thread, which a work-stealing runtime does several times per
 /// delivery at moderate rates; endpoints spread the load over the shards.
 ///
