@@ -265,6 +265,18 @@ impl Dispatcher {
                     tracing::error!("backend consumed twice; this consumer stops");
                     return;
                 }
+                // One entry set aside by the backend (already acked there):
+                // report it and go on, with no backoff.
+                Some(Err(BackendError::DeadLettered { event, reason })) => {
+                    tracing::error!(event_id = %event.id, event = %event.name, reason = %reason, "backend dead-lettered an event");
+                    let error = DeliveryError::Backend(format!("dead-lettered by the backend: {reason}"));
+                    shared.fail(DeliveryFailure::of_event(Arc::new(*event), error));
+                    continue;
+                }
+                Some(Err(BackendError::Codec(e))) => {
+                    tracing::error!(error = %e, "backend could not decode an entry");
+                    continue;
+                }
                 Some(Err(e)) => {
                     errors = errors.saturating_add(1);
                     let wait = Duration::from_millis(100u64 << errors.min(6));
