@@ -13,7 +13,7 @@
 //! | a consumer fans the event out to its subscriptions | `dispatch`, [`store`] |
 //! | each delivery is signed, sent, retried or dead-lettered | [`sign`], [`send`], [`retry`], [`dead_letter`] |
 //! | a receiver checks the signature | [`verify`] |
-//! | a sidecar consumes a queue backend and delivers (the app only publishes) | [`worker`], [`backend::RedisStreamsBackend`] (feature `redis`) |
+//! | a sidecar consumes a queue backend and delivers (the app only publishes) | [`worker`], `backend::RedisStreamsBackend` (feature `redis`) |
 //!
 //! ```
 //! use fastapihooks_core::{Emission, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, Store, WebhookSubscription};

@@ -2,10 +2,10 @@
 //! them to their subscriptions, and acks each one once all its deliveries
 //! have a final outcome.
 //!
-//! The app publishes (its [`Fastapihooks`](crate::Fastapihooks) is built
-//! with a queue backend such as
-//! [`RedisStreamsBackend`](crate::backend::RedisStreamsBackend), and then
-//! delivers nothing itself); one or more workers deliver. The worker runs
+//! The app publishes: its [`Fastapihooks`](crate::Fastapihooks) is built
+//! with a queue backend such as `backend::RedisStreamsBackend` (feature
+//! `redis`), and then delivers nothing itself. One or more workers
+//! deliver. The worker runs
 //! the same delivery engine as in-process delivery: the same fan-out,
 //! signing, per-endpoint limits, retries and `on_failure`.
 //!
@@ -137,9 +137,9 @@ impl fmt::Debug for WorkerBuilder {
 
 impl WorkerBuilder {
     /// The backend to consume (required), such as
-    /// [`RedisStreamsBackend`](crate::backend::RedisStreamsBackend). Give
-    /// the worker its own backend value, not a clone of the app's: closing
-    /// one closes its clones.
+    /// `backend::RedisStreamsBackend` (feature `redis`). Give the worker a
+    /// backend value of its own, not a clone of the app's: closing one
+    /// closes its clones.
     #[must_use]
     pub fn backend(mut self, backend: impl Backend) -> Self {
         self.backend = Some(Arc::new(backend));

@@ -5,7 +5,7 @@
 //! [`Backend::consume`], delivers them, and [`Backend::ack`]s each one once
 //! all its deliveries have a final outcome. With the in-process
 //! [`BackgroundTaskBackend`] the consumer runs inside the app; with a queue
-//! backend ([`RedisStreamsBackend`], feature `redis`) it runs in a sidecar
+//! backend (`RedisStreamsBackend`, feature `redis`) it runs in a sidecar
 //! [`Worker`](crate::worker::Worker).
 
 mod background;
