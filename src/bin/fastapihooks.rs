@@ -150,7 +150,10 @@ async fn start(args: StartArgs) -> Result<bool, String> {
             "FASTAPIHOOKS_SIGNING_SECRET is not set: deliveries to subscriptions without a secret of their own are not signed"
         ),
     }
-    let worker = builder.start().map_err(|e| e.to_string())?;
+    let worker = builder.start().map_err(|e| match e {
+        fastapihooks::BuildError::SigningSecret(_) => format!("FASTAPIHOOKS_SIGNING_SECRET: {e}"),
+        e => e.to_string(),
+    })?;
     tracing::info!(
         stream = backend.stream_key(),
         group = backend.group(),

@@ -350,6 +350,14 @@ mod cli {
         let (status, err) = run(&["start", "--redis-url", "redis://h/", "--max-concurrency", "0"]);
         assert!(!status.success());
         assert!(err.contains("--max-concurrency"), "{err}");
+        let out = Command::new(bin)
+            .args(["start", "--redis-url", "redis://127.0.0.1:1/0"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", "whsec_not*base64")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("FASTAPIHOOKS_SIGNING_SECRET") && !err.contains("not*base64"), "{err}");
         let (status, err) = run(&["start"]);
         assert!(!status.success());
         assert!(err.contains("--redis-url"), "{err}");
