@@ -334,6 +334,41 @@ mod cli {
         assert!(!stderr.contains(SECRET), "the secret is never logged");
     }
 
+    /// Subscriptions from a SQL store (SQLite here), signed with the secret.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn start_delivers_to_the_subscriptions_of_a_sql_store() {
+        use fastapihooks::store::sql::SqlStore;
+
+        let url = redis_or_skip!();
+        let Some(bin) = bin() else { return };
+        let key = unique_key("cli-sql");
+        let rx = Receiver::start().await;
+        let db = crate::store_util::TempDb::new();
+        let store = SqlStore::connect(db.url()).await.unwrap();
+        store.init().await.unwrap();
+        store.add("order.created", WebhookSubscription::new(rx.url("/sql")).unwrap()).await.unwrap();
+        store.close().await;
+        let hooks = app(&url, &key);
+        hooks.send("order.created", &json!({"id": "ord_sql"})).unwrap();
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &url, "--stream", &key, "--store", &db.url()])
+            .args(["--allow-cidr", "127.0.0.0/8"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hits = rx.wait_for("/sql", 1, WAIT).await;
+        let emptied = stream_is_empty(&url, &key).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].json(), json!({"id": "ord_sql"}));
+        Verifier::new(SECRET).unwrap().verify(&hits[0].headers, &hits[0].body).expect("signed");
+        assert!(emptied);
+    }
+
     #[test]
     fn bad_input_gets_a_clear_error_not_a_panic() {
         let Some(bin) = bin() else { return };
