@@ -536,18 +536,6 @@ struct Consumer {
     heartbeat: Option<DropGuard>,
 }
 
-/// Why one step of the consumer stopped.
-enum Stop {
-    Closed,
-    Redis(RedisError),
-}
-
-impl From<RedisError> for Stop {
-    fn from(e: RedisError) -> Self {
-        Self::Redis(e)
-    }
-}
-
 impl Consumer {
     async fn next_item(&mut self) -> Option<Result<Received, BackendError>> {
         loop {
@@ -565,10 +553,16 @@ impl Consumer {
                     () = tokio::time::sleep(wait) => {}
                 }
             }
-            match self.fill().await {
+            // Close interrupts any step (a connection attempt, a blocking
+            // read); entries read by an interrupted step stay pending and
+            // are claimed later, like a crashed consumer's.
+            let step = tokio::select! {
+                () = closed.cancelled() => return None,
+                step = self.fill() => step,
+            };
+            match step {
                 Ok(()) => self.failures = 0,
-                Err(Stop::Closed) => return None,
-                Err(Stop::Redis(e)) if is_nogroup(&e) => {
+                Err(e) if is_nogroup(&e) => {
                     tracing::warn!(
                         stream = %self.inner.config.stream,
                         group = %self.inner.config.group,
@@ -577,7 +571,7 @@ impl Consumer {
                     self.group_ready = false;
                     self.failures = self.failures.saturating_add(1).min(1);
                 }
-                Err(Stop::Redis(e)) => {
+                Err(e) => {
                     self.failures = self.failures.saturating_add(1);
                     if is_connection_error(&e) {
                         self.conn = None;
@@ -591,7 +585,7 @@ impl Consumer {
 
     /// One round: connect if needed, make sure the group exists, claim what
     /// is due, else read new entries. Fills `ready` (maybe with nothing).
-    async fn fill(&mut self) -> Result<(), Stop> {
+    async fn fill(&mut self) -> Result<(), RedisError> {
         let inner = self.inner.clone();
         let config = &inner.config;
         let mut conn = if let Some(conn) = self.conn.clone() {
@@ -617,7 +611,7 @@ impl Consumer {
             match created {
                 Ok(_) => tracing::info!(stream = %config.stream, group = %config.group, "created consumer group"),
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
             self.group_ready = true;
         }
@@ -649,20 +643,13 @@ impl Consumer {
         let read = cmd.query_async::<Value>(&mut conn);
         // No response timeout on this connection: a silently dead one is
         // caught by this bound instead.
-        let limit = block + config.timeout;
-        let closed = inner.closed.clone();
-        let reply = tokio::select! {
-            () = closed.cancelled() => return Err(Stop::Closed),
-            r = tokio::time::timeout(limit, read) => match r {
-                Ok(r) => r?,
-                Err(_) => {
-                    self.conn = None;
-                    return Err(Stop::Redis(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "XREADGROUP got no answer in time",
-                    ))));
-                }
-            },
+        let reply = match tokio::time::timeout(block + config.timeout, read).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                self.conn = None;
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "XREADGROUP got no answer in time");
+                return Err(RedisError::from(timed_out));
+            }
         };
         let entries = read_reply_entries(reply);
         self.take(&mut conn, entries, None).await
@@ -670,7 +657,7 @@ impl Consumer {
 
     /// Claims entries idle in the group's pending list for longer than the
     /// claim min-idle (a dead consumer's), a page at a time.
-    async fn claim(&mut self, conn: &mut MultiplexedConnection) -> Result<(), Stop> {
+    async fn claim(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
         let inner = self.inner.clone();
         let config = &inner.config;
         let min_idle = u64::try_from(config.claim_min_idle.as_millis()).unwrap_or(u64::MAX);
@@ -714,7 +701,7 @@ impl Consumer {
         &self,
         conn: &mut MultiplexedConnection,
         entries: &[Entry],
-    ) -> Result<std::collections::HashMap<String, u64>, Stop> {
+    ) -> Result<std::collections::HashMap<String, u64>, RedisError> {
         let config = &self.inner.config;
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(Default::default()) };
         let in_flight = lock(&self.inner.in_flight).len();
@@ -744,7 +731,7 @@ impl Consumer {
         conn: &mut MultiplexedConnection,
         entries: Vec<Entry>,
         counts: Option<&std::collections::HashMap<String, u64>>,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), RedisError> {
         let max = self.inner.config.max_deliveries;
         for entry in entries {
             let deliveries = counts.and_then(|c| c.get(&entry.id).copied()).unwrap_or(1);
@@ -783,7 +770,7 @@ impl Consumer {
         entry: &Entry,
         reason: &str,
         deliveries: u64,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), RedisError> {
         let config = &self.inner.config;
         let mut pipe = redis::pipe();
         pipe.atomic();
