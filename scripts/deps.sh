@@ -6,7 +6,6 @@ set -euo pipefail
 
 need_apt=()
 # --- Debian packages: each section adds what its tests need -----------------
-# (servers for the SQL store and the Redis backend are added by their issues)
 # signing interop tests (tests/it/signing_*.rs) run python3 with standardwebhooks
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-pip)
@@ -19,6 +18,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresq
 { command -v mariadbd || [[ -x /usr/sbin/mariadbd ]]; } >/dev/null 2>&1 || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# Redis Streams backend: redis-server (>= 6.2 for XAUTOCLAIM; Debian ships 7.x);
+# scripts/test.sh starts a throw-away one, and some tests start their own.
+{ command -v redis-server || [[ -x /usr/bin/redis-server ]]; } >/dev/null 2>&1 || need_apt+=(redis-server)
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then

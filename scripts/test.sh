@@ -20,6 +20,10 @@ cleanup() {
     kill "$MY_PID" 2>/dev/null || true
     wait "$MY_PID" 2>/dev/null || true
   fi
+  if [[ -n ${REDIS_PID:-} ]]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -75,6 +79,24 @@ mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u root -e 'CREATE DATABASE IF 
   || { cat "$MY_DIR/error.log" >&2; exit 1; }
 export FASTAPIHOOKS_TEST_MYSQL_URL="mysql://root@127.0.0.1:$MY_PORT/fastapihooks"
 # SQLite needs no server: its tests use temporary files.
+
+# Redis (the Redis Streams backend): a throw-away server, no persistence.
+# Tests use unique stream keys, so they share it; the restart test starts its own.
+REDIS_DIR="$WORK/redis"
+mkdir -p "$REDIS_DIR"
+REDIS_PORT=$(free_port)
+while [[ $REDIS_PORT == "$PG_PORT" || $REDIS_PORT == "$MY_PORT" ]]; do REDIS_PORT=$(free_port); done
+REDIS_SERVER=$(command -v redis-server || echo /usr/bin/redis-server)
+"$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" --save '' --appendonly no \
+  --logfile "$REDIS_DIR/server.log" &
+REDIS_PID=$!
+for _ in $(seq 1 100); do
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+  kill -0 "$REDIS_PID" 2>/dev/null || { cat "$REDIS_DIR/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { cat "$REDIS_DIR/server.log" >&2; exit 1; }
+export FASTAPIHOOKS_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 # ---------------------------------------------------------------------------
 
 # Every test binary prints its own result line; the last one is often a

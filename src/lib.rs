@@ -31,8 +31,11 @@
 //! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
 //! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
 //! | `conformance` | no | `store::conformance`: the checks every `Store` must pass, for your own store's tests |
+//! | `redis` | no | `backend::RedisStreamsBackend`: the app publishes to Redis Streams, sidecar [`Worker`]s deliver |
+//! | `cli` | no | the `fastapihooks` binary: `fastapihooks start`, the sidecar worker (implies `redis`) |
 //!
-//! Subscription stores are described in `docs/stores.md` in the repository.
+//! Subscription stores are described in `docs/stores.md` in the repository,
+//! the worker and the Redis Streams backend in `docs/worker.md`.
 
 pub use fastapihooks_core::emit::axum::HookResponse;
 pub use fastapihooks_core::*;

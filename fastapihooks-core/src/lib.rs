@@ -13,6 +13,7 @@
 //! | a consumer fans the event out to its subscriptions | `dispatch`, [`store`] |
 //! | each delivery is signed, sent, retried or dead-lettered | [`sign`], [`send`], [`retry`], [`dead_letter`] |
 //! | a receiver checks the signature | [`verify`] |
+//! | a sidecar consumes a queue backend and delivers (the app only publishes) | [`worker`], `backend::RedisStreamsBackend` (feature `redis`) |
 //!
 //! ```
 //! use fastapihooks_core::{Emission, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, Store, WebhookSubscription};
@@ -46,6 +47,7 @@
 //! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
 //! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
 //! | `conformance` | no | `store::conformance`: the checks every [`Store`] must pass, for your own store's tests |
+//! | `redis` | no | `backend::RedisStreamsBackend`: a durable queue on Redis Streams for sidecar [`Worker`]s |
 //!
 //! Subscription stores are described in `docs/stores.md`.
 
@@ -63,6 +65,7 @@ mod stats;
 pub mod store;
 pub mod subscription;
 pub mod verify;
+pub mod worker;
 
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};
 pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue};
@@ -81,3 +84,4 @@ pub use subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, Webh
 #[cfg(feature = "axum")]
 pub use verify::VerifiedWebhook;
 pub use verify::{Verifier, VerifyError};
+pub use worker::{Worker, WorkerBuilder};

@@ -10,6 +10,12 @@ mod hook_options;
 mod hook_request;
 mod hook_util;
 mod http1;
+#[cfg(feature = "redis")]
+mod redis_backend;
+#[cfg(feature = "redis")]
+mod redis_util;
+#[cfg(feature = "redis")]
+mod redis_worker;
 mod shutdown;
 mod signing_interop;
 mod signing_replay;

@@ -5,14 +5,19 @@
 //! [`Backend::consume`], delivers them, and [`Backend::ack`]s each one once
 //! all its deliveries have a final outcome. With the in-process
 //! [`BackgroundTaskBackend`] the consumer runs inside the app; with a queue
-//! backend it runs in a sidecar worker.
+//! backend (`RedisStreamsBackend`, feature `redis`) it runs in a sidecar
+//! [`Worker`](crate::worker::Worker).
 
 mod background;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 pub use background::BackgroundTaskBackend;
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfigError, RedisStreamsBackend, RedisStreamsBuilder};
 
 use crate::event::Event;
 
@@ -32,9 +37,20 @@ pub enum BackendError {
     /// The transport failed (a broker down, a network error). Retryable.
     #[error("backend transport error: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// A message could not be encoded or decoded.
+    /// A message could not be encoded or decoded. From `consume`: the
+    /// entry was set aside (dead-lettered) and acked; the stream goes on.
     #[error("backend could not encode or decode an event: {0}")]
     Codec(String),
+    /// From `consume`: the backend set an event aside instead of handing it
+    /// out again (it was handed out too many times without an ack: a poison
+    /// message). The consumer reports it to `on_failure`; the stream goes on.
+    #[error("backend dead-lettered event {}: {reason}", event.id)]
+    DeadLettered {
+        /// The event.
+        event: Box<Event>,
+        /// Why it was set aside.
+        reason: String,
+    },
 }
 
 impl BackendError {

@@ -8,8 +8,10 @@
 //! Every job's final outcome counts down its event; the last one acks it.
 
 mod endpoint;
+mod engine;
 mod runtime;
 
+pub(crate) use engine::EngineConfig;
 pub use runtime::DeliveryRuntime;
 pub(crate) use runtime::OwnedRuntime;
 
@@ -219,12 +221,20 @@ impl Dispatcher {
         Self { shared: Arc::new(shared) }
     }
 
-    pub(crate) fn tasks(&self) -> &TaskTracker {
-        &self.shared.tasks
-    }
-
-    pub(crate) fn cancel_token(&self) -> &CancellationToken {
-        &self.shared.cancel
+    /// Waits, until `stop_at`, for every task (consumer, fan-outs,
+    /// deliveries, retry timers, acks) to finish; past it, cancels them
+    /// (their deliveries are reported as shut down and not acked) and waits
+    /// for them to wrap up. True when everything finished in time. Dropping
+    /// the dispatcher afterwards closes its HTTP connections.
+    pub(crate) async fn drain(&self, stop_at: tokio::time::Instant) -> bool {
+        let tasks = &self.shared.tasks;
+        tasks.close();
+        if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
+            return true;
+        }
+        self.shared.cancel.cancel();
+        tasks.wait().await;
+        false
     }
 
     /// Consumes `backend` until its stream ends or shutdown cancels it.
@@ -257,6 +267,18 @@ impl Dispatcher {
                 Some(Err(BackendError::AlreadyConsumed)) => {
                     tracing::error!("backend consumed twice; this consumer stops");
                     return;
+                }
+                // One entry set aside by the backend (already acked there):
+                // report it and go on, with no backoff.
+                Some(Err(BackendError::DeadLettered { event, reason })) => {
+                    tracing::error!(event_id = %event.id, event = %event.name, reason = %reason, "backend dead-lettered an event");
+                    let error = DeliveryError::Backend(format!("dead-lettered by the backend: {reason}"));
+                    shared.fail(DeliveryFailure::of_event(Arc::new(*event), error));
+                    continue;
+                }
+                Some(Err(BackendError::Codec(e))) => {
+                    tracing::error!(error = %e, "backend could not decode an entry");
+                    continue;
                 }
                 Some(Err(e)) => {
                     errors = errors.saturating_add(1);

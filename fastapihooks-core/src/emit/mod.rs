@@ -22,24 +22,22 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use buffer::JsonBuf;
 pub use context::FastapihooksContext;
 pub use transform::{IntoPayload, Transform, TransformError};
 
 use crate::backend::{Backend, BackgroundTaskBackend};
-use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, LogFailures};
-use crate::dispatch::{DeliveryRuntime, Dispatcher, Limits, OwnedRuntime, Shared};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler};
+use crate::dispatch::{DeliveryRuntime, Dispatcher, EngineConfig, OwnedRuntime};
 use crate::event::{Event, EventId, Payload};
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, SecretFormatError};
-use crate::send::Sender;
 use crate::send::guard::NetworkPolicy;
-use crate::sign::{SignatureScheme, SignatureSchemes, Signer};
+use crate::sign::SignatureScheme;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 use crate::subscription::{InvalidSubscription, WebhookSubscription};
@@ -181,9 +179,12 @@ pub enum EmitError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// `build` was called outside a Tokio runtime.
-    #[error("Fastapihooks::builder().build() must be called inside a Tokio runtime")]
+    /// `build` (or `Worker`'s `start`) was called outside a Tokio runtime.
+    #[error("Fastapihooks::builder().build() and Worker::builder().start() must be called inside a Tokio runtime")]
     NoRuntime,
+    /// A [`Worker`](crate::worker::Worker) was started with no backend to consume.
+    #[error("a worker needs a backend to consume (WorkerBuilder::backend)")]
+    NoBackend,
     /// The HTTP client could not be created: its TLS set-up failed (the
     /// system has no usable CA certificates).
     #[error("could not create the HTTP client: {0}")]
@@ -603,13 +604,7 @@ impl Fastapihooks {
         }
         let dispatcher = inner.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(dispatcher) = dispatcher {
-            let tasks = dispatcher.tasks();
-            tasks.close();
-            if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_err() {
-                drained = false;
-                dispatcher.cancel_token().cancel();
-                tasks.wait().await;
-            }
+            drained &= dispatcher.drain(stop_at).await;
             // Every task is done: this drops the last reference to the HTTP
             // client, which closes its pooled connections.
             drop(dispatcher);
@@ -624,52 +619,28 @@ impl Fastapihooks {
 /// Configures and starts a [`Fastapihooks`] runtime.
 pub struct FastapihooksBuilder {
     backend: Option<Arc<dyn Backend>>,
-    store: Option<Arc<dyn Store>>,
     default_owner: Option<String>,
-    subscribers: Vec<(String, WebhookSubscription)>,
-    signing_secret: Option<Secret>,
-    signature_schemes: SignatureSchemes,
-    failures: Option<Arc<dyn FailureHandler>>,
-    retry: RetryPolicy,
-    network: NetworkPolicy,
-    timeout: Duration,
-    connect_timeout: Duration,
     queue_capacity: usize,
-    limits: Limits,
-    runtime: DeliveryRuntime,
+    engine: EngineConfig,
 }
 
 impl Default for FastapihooksBuilder {
     fn default() -> Self {
-        Self {
-            backend: None,
-            store: None,
-            default_owner: None,
-            subscribers: Vec::new(),
-            signing_secret: None,
-            signature_schemes: SignatureSchemes::default(),
-            failures: None,
-            retry: RetryPolicy::default(),
-            network: NetworkPolicy::default(),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-            queue_capacity: 16_384,
-            limits: Limits::default(),
-            runtime: DeliveryRuntime::default(),
-        }
+        Self { backend: None, default_owner: None, queue_capacity: 16_384, engine: EngineConfig::default() }
     }
 }
 
 impl fmt::Debug for FastapihooksBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.engine;
         f.debug_struct("FastapihooksBuilder")
             .field("default_owner", &self.default_owner)
-            .field("subscribers", &self.subscribers)
-            .field("signing_secret", &self.signing_secret)
-            .field("signature_schemes", &self.signature_schemes)
-            .field("retry", &self.retry)
-            .field("network", &self.network)
-            .field("timeout", &self.timeout)
+            .field("subscribers", &e.subscribers)
+            .field("signing_secret", &e.signing_secret)
+            .field("signature_schemes", &e.signature_schemes)
+            .field("retry", &e.retry)
+            .field("network", &e.network)
+            .field("timeout", &e.timeout)
             .field("queue_capacity", &self.queue_capacity)
             .finish_non_exhaustive()
     }
@@ -693,14 +664,14 @@ impl FastapihooksBuilder {
     /// The subscription store (default: none, only static subscribers).
     #[must_use]
     pub fn store(mut self, store: impl Store) -> Self {
-        self.store = Some(Arc::new(store));
+        self.engine.store = Some(Arc::new(store));
         self
     }
 
     /// The subscription store, already shared.
     #[must_use]
     pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+        self.engine.store = Some(store);
         self
     }
 
@@ -714,7 +685,7 @@ impl FastapihooksBuilder {
     /// A static subscriber: every `event_name` event also goes to it.
     #[must_use]
     pub fn subscriber(mut self, event_name: impl Into<String>, subscription: WebhookSubscription) -> Self {
-        self.subscribers.push((event_name.into(), subscription));
+        self.engine.subscribers.push((event_name.into(), subscription));
         self
     }
 
@@ -723,7 +694,7 @@ impl FastapihooksBuilder {
     /// [`crate::secret`]).
     #[must_use]
     pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
-        self.signing_secret = Some(secret.into());
+        self.engine.signing_secret = Some(secret.into());
         self
     }
 
@@ -732,56 +703,56 @@ impl FastapihooksBuilder {
     /// list signs nothing). See [`crate::sign`].
     #[must_use]
     pub fn signature_schemes(mut self, schemes: impl IntoIterator<Item = SignatureScheme>) -> Self {
-        self.signature_schemes = schemes.into_iter().collect();
+        self.engine.signature_schemes = schemes.into_iter().collect();
         self
     }
 
     /// Where final failures go (default: logged at error level).
     #[must_use]
     pub fn on_failure(mut self, handler: impl FailureHandler) -> Self {
-        self.failures = Some(Arc::new(handler));
+        self.engine.failures = Some(Arc::new(handler));
         self
     }
 
     /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.engine.retry = policy;
         self
     }
 
     /// Which destinations are allowed (default: public addresses only).
     #[must_use]
     pub fn network_policy(mut self, policy: NetworkPolicy) -> Self {
-        self.network = policy;
+        self.engine.network = policy;
         self
     }
 
     /// Total time limit of one HTTP attempt (default 10 s).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.engine.timeout = timeout;
         self
     }
 
     /// Time limit for connecting (default 5 s).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.engine.connect_timeout = timeout;
         self
     }
 
     /// Requests in flight, all endpoints together (default 100).
     #[must_use]
     pub fn max_concurrency(mut self, n: usize) -> Self {
-        self.limits.max_concurrency = n.max(1);
+        self.engine.limits.max_concurrency = n.max(1);
         self
     }
 
     /// Requests in flight to one endpoint (default 16).
     #[must_use]
     pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
-        self.limits.per_endpoint_concurrency = n.max(1);
+        self.engine.limits.per_endpoint_concurrency = n.max(1);
         self
     }
 
@@ -789,7 +760,7 @@ impl FastapihooksBuilder {
     /// `on_failure` (default 50,000).
     #[must_use]
     pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
-        self.limits.max_endpoint_backlog = n.max(1);
+        self.engine.limits.max_endpoint_backlog = n.max(1);
         self
     }
 
@@ -797,7 +768,7 @@ impl FastapihooksBuilder {
     /// pauses intake (default 100,000).
     #[must_use]
     pub fn max_pending_deliveries(mut self, n: usize) -> Self {
-        self.limits.max_pending_deliveries = n.max(1);
+        self.engine.limits.max_pending_deliveries = n.max(1);
         self
     }
 
@@ -813,7 +784,7 @@ impl FastapihooksBuilder {
     /// the app's priority); see [`DeliveryRuntime`].
     #[must_use]
     pub fn delivery_runtime(mut self, runtime: DeliveryRuntime) -> Self {
-        self.runtime = runtime;
+        self.engine.runtime = runtime;
         self
     }
 
@@ -822,60 +793,22 @@ impl FastapihooksBuilder {
     /// # Errors
     /// No Tokio runtime, an invalid signing secret or static subscriber, or
     /// the HTTP client could not be created.
-    pub fn build(self) -> Result<Fastapihooks, BuildError> {
+    pub fn build(mut self) -> Result<Fastapihooks, BuildError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime);
         }
-        if let Some(secret) = self.signing_secret.as_ref().filter(|s| !s.is_empty()) {
-            secret.signing_key()?;
-        }
-        let mut subscribers: HashMap<String, Vec<WebhookSubscription>> = HashMap::new();
-        for (event, sub) in self.subscribers {
-            let check = crate::subscription::validate_event_name(&event)
-                .and_then(|()| crate::subscription::validate_target_url(&sub.target_url).map(drop))
-                .and_then(|()| sub.secrets.iter().try_for_each(|s| s.validate().map_err(Into::into)));
-            if let Err(error) = check {
-                return Err(BuildError::Subscriber { event, error });
-            }
-            subscribers.entry(event).or_default().push(sub);
-        }
+        let subscribers = self.engine.check()?;
         let stats = Arc::new(Stats::default());
-        let failures = self.failures.unwrap_or_else(|| Arc::new(LogFailures));
+        let failures = self.engine.failures();
         let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
-        let store_hint = self.store.clone();
-        let mut delivery_runtime = None;
-        let dispatcher = if backend.delivers_in_process() {
-            let sender = Sender::new(
-                self.network,
-                Signer::new(self.signing_secret).with_schemes(self.signature_schemes),
-                self.timeout,
-                self.connect_timeout,
-            )
-            .map_err(BuildError::Http)?;
-            delivery_runtime = self.runtime.start().map_err(BuildError::Runtime)?;
-            let d = Dispatcher::new(Shared {
-                sender,
-                store: self.store.clone(),
-                retry: self.retry,
-                failures: failures.clone(),
-                stats: stats.clone(),
-                global: Arc::new(Semaphore::new(self.limits.max_concurrency)),
-                pending: Arc::new(Semaphore::new(self.limits.max_pending_deliveries)),
-                limits: self.limits,
-                endpoints: Default::default(),
-                urls: Default::default(),
-                statics: subscribers
-                    .iter()
-                    .map(|(event, subs)| (event.clone(), subs.iter().cloned().map(Arc::new).collect()))
-                    .collect(),
-                tasks: TaskTracker::new(),
-                cancel: CancellationToken::new(),
-                shards: delivery_runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
-            });
-            d.spawn_consumer(backend.clone(), delivery_runtime.as_ref().and_then(OwnedRuntime::handle));
-            Some(d)
+        let store_hint = self.engine.store.clone();
+        // With a queue backend the app only publishes: a worker delivers.
+        let (dispatcher, delivery_runtime) = if backend.delivers_in_process() {
+            let (d, rt) = self.engine.start(&subscribers, failures.clone(), stats.clone())?;
+            d.spawn_consumer(backend.clone(), rt.as_ref().and_then(OwnedRuntime::handle));
+            (Some(d), rt)
         } else {
-            None
+            (None, None)
         };
         let pipeline = Arc::new(Pipeline {
             in_process: dispatcher.is_some(),

@@ -1,0 +1,290 @@
+//! The sidecar [`Worker`]: consumes events from a queue backend, delivers
+//! them to their subscriptions, and acks each one once all its deliveries
+//! have a final outcome.
+//!
+//! The app publishes: its [`Fastapihooks`](crate::Fastapihooks) is built
+//! with a queue backend such as `backend::RedisStreamsBackend` (feature
+//! `redis`), and then delivers nothing itself. One or more workers
+//! deliver. The worker runs
+//! the same delivery engine as in-process delivery: the same fan-out,
+//! signing, per-endpoint limits, retries and `on_failure`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use fastapihooks_core::backend::RedisStreamsBackend;
+//! use fastapihooks_core::{MemoryStore, worker::Worker};
+//!
+//! let worker = Worker::builder()
+//!     .backend(RedisStreamsBackend::new("redis://127.0.0.1:6379/0")?)
+//!     .store(MemoryStore::new())
+//!     .signing_secret(std::env::var("FASTAPIHOOKS_SIGNING_SECRET")?)
+//!     .start()?;
+//! // Deliver until the signal future completes (Ctrl-C, SIGTERM, ...), then
+//! // finish what is in flight, for up to 30 s.
+//! let signal = async { /* wait for Ctrl-C or SIGTERM */ };
+//! let report = worker.run(signal, Duration::from_secs(30)).await;
+//! assert!(report.drained);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::dead_letter::FailureHandler;
+use crate::dispatch::{DeliveryRuntime, Dispatcher, EngineConfig, OwnedRuntime};
+use crate::emit::{BuildError, ShutdownReport};
+use crate::retry::RetryPolicy;
+use crate::secret::Secret;
+use crate::send::guard::NetworkPolicy;
+use crate::sign::SignatureScheme;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::store::Store;
+use crate::subscription::WebhookSubscription;
+
+/// Consumes a backend and delivers its events. Start one with
+/// [`Worker::builder`]; stop it with [`Worker::shutdown`] (or run it until a
+/// signal with [`Worker::run`]).
+///
+/// Delivery is at least once: an event is acked only when each of its
+/// deliveries was delivered or handed to `on_failure`. Events still in
+/// flight when the worker dies, or when its shutdown deadline cuts them
+/// short, are not acked, so a durable backend hands them out again (to
+/// this worker after a restart, or to another one).
+pub struct Worker {
+    backend: Arc<dyn Backend>,
+    stats: Arc<Stats>,
+    dispatcher: Mutex<Option<Dispatcher>>,
+    runtime: Mutex<Option<OwnedRuntime>>,
+    /// Held for the whole shutdown; holds its report once done.
+    shutdown: tokio::sync::Mutex<Option<ShutdownReport>>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A builder with the defaults of in-process delivery: no store, no
+    /// signing secret, public destinations only, threads of its own.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    /// A snapshot of the counters (`delivered`, `retried`, `failed`).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops consuming at once (the backend is closed), then waits, up to
+    /// `deadline`, for the events in flight to be delivered or handed to
+    /// `on_failure`, and acked. Deliveries still running at the deadline are
+    /// reported to `on_failure` as shut down and **not** acked: a durable
+    /// backend hands their events out again (with Redis Streams: after the
+    /// claim min-idle, so keep the deadline below it). Then the HTTP
+    /// connections close.
+    ///
+    /// A second call waits for the first to finish and returns its report.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let mut done = self.shutdown.lock().await;
+        if let Some(report) = *done {
+            return report;
+        }
+        let stop_at = tokio::time::Instant::now() + deadline;
+        if let Err(e) = self.backend.close().await {
+            tracing::warn!(error = %e, "backend close failed");
+        }
+        let dispatcher = self.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let mut drained = true;
+        if let Some(dispatcher) = dispatcher {
+            drained = dispatcher.drain(stop_at).await;
+            drop(dispatcher);
+        }
+        drop(self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        let report = ShutdownReport { drained };
+        *done = Some(report);
+        report
+    }
+
+    /// Delivers until `signal` completes (say, Ctrl-C or SIGTERM), then
+    /// shuts down with `deadline` (see [`Worker::shutdown`]).
+    pub async fn run(self, signal: impl Future<Output = ()>, deadline: Duration) -> ShutdownReport {
+        signal.await;
+        tracing::info!(deadline_ms = deadline.as_millis() as u64, "worker shutting down");
+        self.shutdown(deadline).await
+    }
+}
+
+/// Configures and starts a [`Worker`].
+#[derive(Default)]
+pub struct WorkerBuilder {
+    backend: Option<Arc<dyn Backend>>,
+    engine: EngineConfig,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// The backend to consume (required), such as
+    /// `backend::RedisStreamsBackend` (feature `redis`). Give the worker a
+    /// backend value of its own, not a clone of the app's: closing one
+    /// closes its clones.
+    #[must_use]
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// The backend, already shared.
+    #[must_use]
+    pub fn backend_arc(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The subscription store the events are fanned out to.
+    #[must_use]
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.engine.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The subscription store, already shared.
+    #[must_use]
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.engine.store = Some(store);
+        self
+    }
+
+    /// A static subscriber of the worker: every `event_name` event also
+    /// goes to it. (Events also carry the app's own static subscribers;
+    /// configure each one in one place only, or it gets each event twice.)
+    #[must_use]
+    pub fn subscriber(mut self, event_name: impl Into<String>, subscription: WebhookSubscription) -> Self {
+        self.engine.subscribers.push((event_name.into(), subscription));
+        self
+    }
+
+    /// Signs the deliveries of subscriptions that have no secrets of their
+    /// own (see [`FastapihooksBuilder::signing_secret`](crate::FastapihooksBuilder::signing_secret)).
+    #[must_use]
+    pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.engine.signing_secret = Some(secret.into());
+        self
+    }
+
+    /// The signature schemes each signed delivery carries (default: both).
+    #[must_use]
+    pub fn signature_schemes(mut self, schemes: impl IntoIterator<Item = SignatureScheme>) -> Self {
+        self.engine.signature_schemes = schemes.into_iter().collect();
+        self
+    }
+
+    /// Where final failures go (default: logged at error level).
+    #[must_use]
+    pub fn on_failure(mut self, handler: impl FailureHandler) -> Self {
+        self.engine.failures = Some(Arc::new(handler));
+        self
+    }
+
+    /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.engine.retry = policy;
+        self
+    }
+
+    /// Which destinations are allowed (default: public addresses only).
+    #[must_use]
+    pub fn network_policy(mut self, policy: NetworkPolicy) -> Self {
+        self.engine.network = policy;
+        self
+    }
+
+    /// Total time limit of one HTTP attempt (default 10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.engine.timeout = timeout;
+        self
+    }
+
+    /// Time limit for connecting (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.engine.connect_timeout = timeout;
+        self
+    }
+
+    /// Requests in flight, all endpoints together (default 100).
+    #[must_use]
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.engine.limits.max_concurrency = n.max(1);
+        self
+    }
+
+    /// Requests in flight to one endpoint (default 16).
+    #[must_use]
+    pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
+        self.engine.limits.per_endpoint_concurrency = n.max(1);
+        self
+    }
+
+    /// Deliveries that may wait for one endpoint; past it, new ones go to
+    /// `on_failure` (default 50,000).
+    #[must_use]
+    pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
+        self.engine.limits.max_endpoint_backlog = n.max(1);
+        self
+    }
+
+    /// Deliveries held in memory, all endpoints together; past it, the
+    /// worker stops reading new events until some finish (default 100,000).
+    #[must_use]
+    pub fn max_pending_deliveries(mut self, n: usize) -> Self {
+        self.engine.limits.max_pending_deliveries = n.max(1);
+        self
+    }
+
+    /// Where deliveries run (default: threads of their own, one per CPU);
+    /// see [`DeliveryRuntime`].
+    #[must_use]
+    pub fn delivery_runtime(mut self, runtime: DeliveryRuntime) -> Self {
+        self.engine.runtime = runtime;
+        self
+    }
+
+    /// Starts consuming and delivering. Call inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// No backend, no Tokio runtime, an invalid signing secret or static
+    /// subscriber, or the HTTP client could not be created.
+    pub fn start(mut self) -> Result<Worker, BuildError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let backend = self.backend.take().ok_or(BuildError::NoBackend)?;
+        let statics = self.engine.check()?;
+        let stats = Arc::new(Stats::default());
+        let failures = self.engine.failures();
+        let (dispatcher, runtime) = self.engine.start(&statics, failures, stats.clone())?;
+        dispatcher.spawn_consumer(backend.clone(), runtime.as_ref().and_then(OwnedRuntime::handle));
+        Ok(Worker {
+            backend,
+            stats,
+            dispatcher: Mutex::new(Some(dispatcher)),
+            runtime: Mutex::new(runtime),
+            shutdown: tokio::sync::Mutex::new(None),
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! `fastapihooks start`: the sidecar worker. It consumes the events an app
+//! publishes to Redis Streams and delivers them to the subscriptions of a
+//! store, as signed POSTs with retries, until Ctrl-C or SIGTERM.
+//!
+//! Build it with `cargo build --release --features cli,postgres` (or
+//! `sqlite`, `mysql`; `cli` alone serves `--store memory`). See
+//! `docs/worker.md`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use fastapihooks::backend::RedisStreamsBackend;
+use fastapihooks::{MemoryStore, NetworkPolicy, Store, Worker};
+
+/// Webhook delivery worker for fastapihooks.
+#[derive(Debug, Parser)]
+#[command(name = "fastapihooks", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume events from Redis Streams and deliver them, until Ctrl-C or SIGTERM.
+    ///
+    /// The signing secret is read from the FASTAPIHOOKS_SIGNING_SECRET
+    /// environment variable, never from the command line.
+    Start(StartArgs),
+}
+
+#[derive(Debug, Args)]
+struct StartArgs {
+    /// The Redis URL, `redis://[:password@]host[:port][/db]`. Prefer the
+    /// environment variable when there is a password: command lines are
+    /// visible to every user of the machine.
+    #[arg(long, env = "FASTAPIHOOKS_REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+
+    /// Where subscriptions live: `memory` (none: only the static
+    /// subscribers the events carry), `sqlite://path.db`,
+    /// `postgres://user@host/db` or `mysql://user@host/db`.
+    #[arg(long, env = "FASTAPIHOOKS_STORE", hide_env_values = true, default_value = "memory")]
+    store: String,
+
+    /// The stream key the app publishes to.
+    #[arg(long, default_value = "fastapihooks:events")]
+    stream: String,
+
+    /// The consumer group; the workers of one group share the events.
+    #[arg(long, default_value = "fastapihooks")]
+    group: String,
+
+    /// This worker's name in the group (default: host name, process id, random suffix).
+    #[arg(long)]
+    consumer: Option<String>,
+
+    /// Requests in flight, all endpoints together.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrency: u32,
+
+    /// Requests in flight to one endpoint.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    per_endpoint_concurrency: u32,
+
+    /// Seconds an unacknowledged event must sit with a dead worker before
+    /// this one claims it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    claim_min_idle: u64,
+
+    /// Times an event may be handed out before it is dead-lettered as a poison message.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    max_deliveries: u64,
+
+    /// Seconds to finish the deliveries in flight on shutdown (keep it
+    /// below --claim-min-idle).
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+
+    /// Also deliver to this network (CIDR, repeatable), such as
+    /// `10.0.0.0/8`. By default only public addresses are allowed.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    allow_cidr: Vec<String>,
+
+    /// Deliver to every address, private networks included (trusted
+    /// subscription URLs only).
+    #[arg(long)]
+    allow_private_networks: bool,
+
+    /// Log level.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let Cli { command: Command::Start(args) } = Cli::parse();
+    let level = args.log_level.parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fastapihooks: could not start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::warn!("shutdown deadline reached: deliveries cut short will be handed out again");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fastapihooks: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the worker until a signal; true when it drained in time.
+async fn start(args: StartArgs) -> Result<bool, String> {
+    let mut network = NetworkPolicy::default();
+    for cidr in &args.allow_cidr {
+        network = network.allow_cidr(cidr).map_err(|e| format!("--allow-cidr `{cidr}`: {e}"))?;
+    }
+    if args.allow_private_networks {
+        network = network.allow_private_networks();
+    }
+    let backend = RedisStreamsBackend::builder(args.redis_url)
+        .stream(args.stream)
+        .group(args.group)
+        .claim_min_idle(Duration::from_secs(args.claim_min_idle))
+        .max_deliveries(args.max_deliveries);
+    let backend = match args.consumer {
+        Some(name) => backend.consumer(name),
+        None => backend,
+    };
+    let backend = backend.build().map_err(|e| format!("--redis-url: {e}"))?;
+    let store = open_store(&args.store).await?;
+    let mut builder = Worker::builder()
+        .backend(backend.clone())
+        .store_arc(store)
+        .network_policy(network)
+        .max_concurrency(args.max_concurrency as usize)
+        .per_endpoint_concurrency(args.per_endpoint_concurrency as usize);
+    match std::env::var("FASTAPIHOOKS_SIGNING_SECRET") {
+        Ok(secret) if !secret.is_empty() => builder = builder.signing_secret(secret),
+        _ => tracing::warn!(
+            "FASTAPIHOOKS_SIGNING_SECRET is not set: deliveries to subscriptions without a secret of their own are not signed"
+        ),
+    }
+    let worker = builder.start().map_err(|e| match e {
+        fastapihooks::BuildError::SigningSecret(_) => format!("FASTAPIHOOKS_SIGNING_SECRET: {e}"),
+        e => e.to_string(),
+    })?;
+    tracing::info!(
+        stream = backend.stream_key(),
+        group = backend.group(),
+        consumer = backend.consumer(),
+        "worker started"
+    );
+    let report = worker.run(shutdown_signal(), Duration::from_secs(args.shutdown_timeout)).await;
+    tracing::info!(drained = report.drained, "worker stopped");
+    Ok(report.drained)
+}
+
+/// The subscription store named by `--store`.
+async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    sql_store(spec).await
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+async fn sql_store(spec: &str) -> Result<Arc<dyn Store>, String> {
+    use fastapihooks::store::sql::SqlStore;
+    let store = SqlStore::connect(spec).await.map_err(|e| format!("--store: {e}"))?;
+    store.init().await.map_err(|e| format!("--store: could not create the subscriptions table: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+async fn sql_store(spec: &str) -> Result<Arc<dyn Store>, String> {
+    let scheme = spec.split_once(':').map_or(spec, |(s, _)| s);
+    Err(format!(
+        "--store: `{scheme}` is not available: this binary has no SQL store compiled in (features postgres, mysql, sqlite); use `memory`"
+    ))
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,273 @@
+//! `RedisStreamsBackend` on a real Redis: publish, consume, ack, consumer
+//! groups, claiming a dead consumer's entries, a lost group, malformed and
+//! poison entries, Redis down, close.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fastapihooks::backend::{Backend, BackendError, Received, RedisStreamsBackend};
+use fastapihooks::{Event, Payload};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::json;
+
+use super::redis_util::{backend, connect, pending, redis_or_skip, unique_key, xlen};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Consumer = BoxStream<'static, Result<Received, BackendError>>;
+
+fn event(n: u32) -> Event {
+    Event::new("order.created", Payload::from_serialize(&json!({ "n": n })).unwrap())
+}
+
+/// The next item of a consume stream, within `WAIT`.
+async fn next(stream: &mut Consumer) -> Result<Received, BackendError> {
+    tokio::time::timeout(WAIT, stream.next()).await.expect("an item within the wait").expect("the stream goes on")
+}
+
+#[tokio::test]
+async fn published_events_are_consumed_in_order_and_ack_deletes_them() {
+    let url = redis_or_skip!();
+    let key = unique_key("roundtrip");
+    let b = backend(&url, &key).build().unwrap();
+    assert!(!b.delivers_in_process());
+    let events: Vec<Event> = (0..3).map(event).collect();
+    for e in &events {
+        b.publish(e.clone()).await.unwrap();
+    }
+    let mut stream = b.consume();
+    let mut conn = connect(&url).await;
+    let mut got = Vec::new();
+    for e in &events {
+        let r = next(&mut stream).await.unwrap();
+        assert_eq!(r.event.id, e.id);
+        assert_eq!(r.event.payload, e.payload);
+        assert_eq!(r.event.name, "order.created");
+        got.push(r);
+    }
+    assert_eq!(pending(&mut conn, &key, b.group()).await, 3, "read, not acked yet");
+    assert!(matches!(b.consume().next().await, Some(Err(BackendError::AlreadyConsumed))));
+    for r in &got {
+        b.ack(&r.receipt).await.unwrap();
+    }
+    // XACK + XDEL: nothing pending, and the stream does not keep acked entries.
+    assert_eq!(pending(&mut conn, &key, b.group()).await, 0);
+    assert_eq!(xlen(&mut conn, &key).await, 0);
+}
+
+#[tokio::test]
+async fn consumers_of_one_group_share_the_entries_without_duplicates() {
+    let url = redis_or_skip!();
+    let key = unique_key("share");
+    let a = backend(&url, &key).batch_size(1).build().unwrap();
+    let b = backend(&url, &key).batch_size(1).build().unwrap();
+    assert_ne!(a.consumer(), b.consumer());
+    for n in 0..10 {
+        a.publish(event(n)).await.unwrap();
+    }
+    let (mut sa, mut sb) = (a.consume(), b.consume());
+    let mut seen_a = HashSet::new();
+    let mut seen_b = HashSet::new();
+    for _ in 0..5 {
+        let ra = next(&mut sa).await.unwrap();
+        let rb = next(&mut sb).await.unwrap();
+        seen_a.insert(ra.event.id.clone());
+        seen_b.insert(rb.event.id.clone());
+        a.ack(&ra.receipt).await.unwrap();
+        b.ack(&rb.receipt).await.unwrap();
+    }
+    assert_eq!(seen_a.len(), 5);
+    assert_eq!(seen_b.len(), 5);
+    assert!(seen_a.is_disjoint(&seen_b), "each entry goes to one consumer of the group");
+    assert_eq!(xlen(&mut connect(&url).await, &key).await, 0);
+}
+
+#[tokio::test]
+async fn a_dead_consumers_entries_are_claimed_by_a_live_one() {
+    let url = redis_or_skip!();
+    let key = unique_key("claim");
+    let dead = backend(&url, &key).build().unwrap();
+    let ids: HashSet<_> = {
+        let mut ids = HashSet::new();
+        for n in 0..3 {
+            let e = event(n);
+            ids.insert(e.id.clone());
+            dead.publish(e).await.unwrap();
+        }
+        ids
+    };
+    let mut stream = dead.consume();
+    for _ in 0..3 {
+        next(&mut stream).await.unwrap();
+    }
+    // The worker dies: its entries stay pending, never acked.
+    drop(stream);
+    drop(dead);
+    let live = backend(&url, &key).claim_min_idle(Duration::from_millis(300)).build().unwrap();
+    let started = std::time::Instant::now();
+    let mut stream = live.consume();
+    let mut claimed = HashSet::new();
+    for _ in 0..3 {
+        let r = next(&mut stream).await.unwrap();
+        claimed.insert(r.event.id.clone());
+        live.ack(&r.receipt).await.unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_millis(250), "claimed only once idle for the min-idle");
+    assert_eq!(claimed, ids);
+    let mut conn = connect(&url).await;
+    assert_eq!(pending(&mut conn, &key, live.group()).await, 0);
+    assert_eq!(xlen(&mut conn, &key).await, 0);
+}
+
+#[tokio::test]
+async fn entries_a_live_consumer_is_delivering_are_not_claimed() {
+    let url = redis_or_skip!();
+    let key = unique_key("heartbeat");
+    // Long enough that a heartbeat (every third of it) is not late even on
+    // a loaded machine.
+    let idle = Duration::from_secs(1);
+    let a = backend(&url, &key).claim_min_idle(idle).build().unwrap();
+    let b = backend(&url, &key).claim_min_idle(idle).build().unwrap();
+    a.publish(event(1)).await.unwrap();
+    let mut sa = a.consume();
+    let slow = next(&mut sa).await.unwrap();
+    // `a` keeps delivering it for several min-idles; `b` must not take it.
+    let mut sb = b.consume();
+    let stolen = tokio::time::timeout(idle * 3, sb.next()).await;
+    assert!(stolen.is_err(), "a live consumer's entry was claimed: {stolen:?}");
+    a.ack(&slow.receipt).await.unwrap();
+    assert_eq!(xlen(&mut connect(&url).await, &key).await, 0);
+}
+
+#[tokio::test]
+async fn a_lost_group_is_created_again() {
+    let url = redis_or_skip!();
+    let key = unique_key("nogroup");
+    let b = backend(&url, &key).build().unwrap();
+    b.publish(event(1)).await.unwrap();
+    let mut stream = b.consume();
+    let first = next(&mut stream).await.unwrap();
+    b.ack(&first.receipt).await.unwrap();
+    // Redis lost its data (restarted without persistence): the stream and
+    // its group are gone; the consumer gets NOGROUP and creates it again.
+    let mut conn = connect(&url).await;
+    redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn).await.unwrap();
+    let after = event(2);
+    b.publish(after.clone()).await.unwrap();
+    let r = loop {
+        match next(&mut stream).await {
+            Ok(r) => break r,
+            Err(BackendError::Transport(e)) => eprintln!("transport error while recovering: {e}"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    };
+    assert_eq!(r.event.id, after.id);
+    b.ack(&r.receipt).await.unwrap();
+    assert_eq!(xlen(&mut conn, &key).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_entries_are_dead_lettered_acked_and_reported() {
+    let url = redis_or_skip!();
+    let key = unique_key("malformed");
+    let b = backend(&url, &key).build().unwrap();
+    let mut conn = connect(&url).await;
+    redis::cmd("XADD").arg(&key).arg("*").arg("event").arg("{not json").query_async::<String>(&mut conn).await.unwrap();
+    redis::cmd("XADD").arg(&key).arg("*").arg("other").arg("x").query_async::<String>(&mut conn).await.unwrap();
+    let good = event(1);
+    b.publish(good.clone()).await.unwrap();
+    let mut stream = b.consume();
+    for _ in 0..2 {
+        match next(&mut stream).await {
+            Err(BackendError::Codec(e)) => {
+                assert!(e.contains("not a fastapihooks event") && e.contains(":dead"), "{e}")
+            }
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+    }
+    // The stream goes on after them.
+    let r = next(&mut stream).await.unwrap();
+    assert_eq!(r.event.id, good.id);
+    b.ack(&r.receipt).await.unwrap();
+    assert_eq!(pending(&mut conn, &key, b.group()).await, 0, "malformed entries are acked, not retried");
+    assert_eq!(xlen(&mut conn, &key).await, 0);
+    let dead = b.dead_letter_stream().to_owned();
+    assert_eq!(xlen(&mut conn, &dead).await, 2, "kept in the dead-letter stream");
+    let entries: redis::Value = redis::cmd("XRANGE").arg(&dead).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    let text = format!("{entries:?}");
+    assert!(text.contains("{not json") || text.contains("123, 110, 111, 116"), "original field kept: {text}");
+    redis::cmd("DEL").arg(&dead).query_async::<i64>(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_entry_is_dead_lettered_after_max_deliveries() {
+    let url = redis_or_skip!();
+    let key = unique_key("poison");
+    let idle = Duration::from_millis(200);
+    let poison = event(1);
+    // Handed out once to a consumer that died with it.
+    let dead = backend(&url, &key).max_deliveries(1).claim_min_idle(idle).build().unwrap();
+    dead.publish(poison.clone()).await.unwrap();
+    let mut stream = dead.consume();
+    next(&mut stream).await.unwrap();
+    drop(stream);
+    drop(dead);
+    // Claiming it again would be its second delivery: it is set aside.
+    let live = backend(&url, &key).max_deliveries(1).claim_min_idle(idle).build().unwrap();
+    let mut stream = live.consume();
+    match next(&mut stream).await {
+        Err(BackendError::DeadLettered { event, reason }) => {
+            assert_eq!(event.id, poison.id);
+            assert!(reason.contains("max_deliveries 1"), "{reason}");
+        }
+        other => panic!("expected a dead-lettered event, got {other:?}"),
+    }
+    let mut conn = connect(&url).await;
+    assert_eq!(pending(&mut conn, &key, live.group()).await, 0);
+    assert_eq!(xlen(&mut conn, &key).await, 0);
+    assert_eq!(xlen(&mut conn, live.dead_letter_stream()).await, 1);
+    redis::cmd("DEL").arg(live.dead_letter_stream()).query_async::<i64>(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_to_a_down_redis_is_a_transport_error_without_the_password() {
+    let port = super::util::closed_port().await;
+    let b = RedisStreamsBackend::builder(format!("redis://:hunter2@127.0.0.1:{port}/0"))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = b.publish(event(1)).await.unwrap_err();
+    assert!(matches!(err, BackendError::Transport(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+}
+
+#[tokio::test]
+async fn a_consumer_with_redis_down_reports_errors_and_keeps_going() {
+    let port = super::util::closed_port().await;
+    let b = backend(&format!("redis://127.0.0.1:{port}/0"), "k").build().unwrap();
+    let mut stream = b.consume();
+    for _ in 0..3 {
+        assert!(matches!(next(&mut stream).await, Err(BackendError::Transport(_))));
+    }
+    b.close().await.unwrap();
+    assert!(tokio::time::timeout(WAIT, stream.next()).await.unwrap().is_none(), "closed: the stream ends");
+}
+
+#[tokio::test]
+async fn close_ends_a_blocked_read_at_once_and_refuses_publishing() {
+    let url = redis_or_skip!();
+    let key = unique_key("close");
+    let b = backend(&url, &key).block(Duration::from_secs(30)).build().unwrap();
+    let mut stream = b.consume();
+    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|r| r.event.id)) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    b.close().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(2), reader).await.expect("ends at once").unwrap();
+    assert!(ended.is_none(), "{ended:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(matches!(b.publish(event(1)).await, Err(BackendError::Closed)));
+}

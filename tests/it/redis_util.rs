@@ -1,0 +1,177 @@
+//! Helpers for the Redis Streams tests: the test Redis (from
+//! `FASTAPIHOOKS_TEST_REDIS_URL`, which `scripts/test.sh` starts), unique
+//! stream keys so tests run in parallel, a direct connection to inspect
+//! streams, and a private `redis-server` a test may kill and restart.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fastapihooks::backend::{RedisStreamsBackend, RedisStreamsBuilder};
+use redis::aio::MultiplexedConnection;
+
+/// The test Redis URL. Locally, `None` (the test says it is skipped) when
+/// the variable is unset; in CI (`CI` set) a missing variable fails the test.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("FASTAPIHOOKS_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("FASTAPIHOOKS_TEST_REDIS_URL must be set in CI (scripts/test.sh starts a Redis)")
+        }
+        _ => {
+            eprintln!("skipped: FASTAPIHOOKS_TEST_REDIS_URL is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Gets the test Redis URL or returns from the test (skipped).
+macro_rules! redis_or_skip {
+    () => {
+        match $crate::redis_util::redis_url() {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+pub(crate) use redis_or_skip;
+
+/// A stream key no other test uses.
+pub fn unique_key(test: &str) -> String {
+    format!("fh-test:{test}:{}", fastapihooks::EventId::new().as_str())
+}
+
+/// A backend builder on `url` and `stream`, quick to react: short block
+/// and backoff.
+pub fn backend(url: &str, stream: &str) -> RedisStreamsBuilder {
+    RedisStreamsBackend::builder(url)
+        .stream(stream)
+        .block(Duration::from_millis(200))
+        .max_backoff(Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(2))
+}
+
+/// A plain connection for inspecting Redis.
+pub async fn connect(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect to the test redis")
+}
+
+pub async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query_async(conn).await.expect("XLEN")
+}
+
+/// Entries pending in `group` (read, not acked).
+pub async fn pending(conn: &mut MultiplexedConnection, key: &str, group: &str) -> u64 {
+    let reply: redis::Value = redis::cmd("XPENDING").arg(key).arg(group).query_async(conn).await.expect("XPENDING");
+    match reply {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// Waits until `check` holds, up to `limit`; returns whether it did.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `redis-server` of the test's own on a free 127.0.0.1 port, with an
+/// append-only file in a temporary folder: it can be killed and restarted
+/// with its data.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one; `None` (skipped) when `redis-server` is not installed,
+    /// except in CI, where that fails the test.
+    pub async fn start() -> Option<Self> {
+        if binary().is_none() {
+            assert!(std::env::var_os("CI").is_none(), "redis-server must be installed in CI (scripts/deps.sh)");
+            eprintln!("skipped: redis-server is not installed");
+            return None;
+        }
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let dir = std::env::temp_dir().join(format!("fh-redis-{}", fastapihooks::EventId::new().as_str()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = Self { child: None, port, dir };
+        server.spawn().await;
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(binary().expect("checked"))
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        let up = eventually(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else { return false };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
+                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to the clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn binary() -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("redis-server")).find(|p| p.is_file()));
+    from_path.or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file()))
+}

@@ -1,0 +1,400 @@
+//! The app publishes to Redis Streams, sidecar `Worker`s deliver: signed
+//! POSTs to a real receiver on 127.0.0.1, acked afterwards; a worker that
+//! dies or is cut short leaves its events to another; two workers share a
+//! group; Redis restarted or its data lost; Redis down at publish; the
+//! `fastapihooks start` binary.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use fastapihooks::backend::RedisStreamsBackend;
+use fastapihooks::{
+    DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, RetryPolicy, Store, Verifier,
+    WebhookSubscription, Worker, WorkerBuilder, hook,
+};
+use serde_json::{Value, json};
+
+use super::hook_util::{call, post_json};
+use super::redis_util::{RedisServer, backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
+use super::util::{LogCapture, Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(15);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An app that only publishes to `stream`.
+fn app(url: &str, stream: &str) -> Fastapihooks {
+    Fastapihooks::builder().backend(backend(url, stream).build().unwrap()).build().unwrap()
+}
+
+/// A worker builder that may deliver to 127.0.0.1, with fast retries.
+fn worker(url: &str, stream: &str, claim_min_idle: Duration) -> WorkerBuilder {
+    Worker::builder()
+        .backend(backend(url, stream).claim_min_idle(claim_min_idle).build().unwrap())
+        .network_policy(NetworkPolicy::default().allow_loopback())
+        .retry_policy(RetryPolicy::exponential(2, Duration::from_millis(10), Duration::from_millis(50)))
+        .signing_secret(SECRET)
+}
+
+async fn stream_is_empty(url: &str, stream: &str) -> bool {
+    let mut conn = connect(url).await;
+    eventually(WAIT, || {
+        let mut conn = conn.clone();
+        async move { xlen(&mut conn, stream).await == 0 }
+    })
+    .await
+        && xlen(&mut conn, stream).await == 0
+}
+
+/// Event ids of the hits, with how many times each came.
+fn ids(hits: &[super::util::Hit]) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for h in hits {
+        *ids.entry(h.header("webhook-id").unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    ids
+}
+
+#[hook("order.created")]
+async fn create_order(State(_hooks): State<Fastapihooks>, Json(order): Json<Value>) -> Json<Value> {
+    Json(json!({ "id": "ord_1", "item": order["item"] }))
+}
+
+#[tokio::test]
+async fn app_publishes_and_a_worker_delivers_signed_posts_and_acks() {
+    let url = redis_or_skip!();
+    let key = unique_key("e2e");
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/store")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    assert!(hooks.is_subscribed("order.created"), "with a queue backend the worker's store decides");
+    // Through #[hook], and through send.
+    let router = Router::new().route("/orders", post(create_order)).with_state(hooks.clone());
+    let (status, _, _) = call(router, post_json("/orders", r#"{"item":"book"}"#)).await;
+    assert_eq!(status, 200);
+    let sent = hooks.send("order.created", &json!({"id": "ord_2"})).unwrap();
+    let w = worker(&url, &key, Duration::from_secs(60)).store(store).start().unwrap();
+    let hits = rx.wait_for("/store", 2, WAIT).await;
+    assert_eq!(hits.len(), 2);
+    let verifier = Verifier::new(SECRET).unwrap();
+    for h in &hits {
+        verifier.verify(&h.headers, &h.body).expect("signed with the worker's secret");
+    }
+    let bodies: Vec<Value> = hits.iter().map(|h| h.json()).collect();
+    assert!(bodies.contains(&json!({"id": "ord_1", "item": "book"})), "{bodies:?}");
+    assert!(bodies.contains(&json!({"id": "ord_2"})), "{bodies:?}");
+    assert!(hits.iter().any(|h| h.header("x-fastapihooks-event-id") == Some(sent.as_str())));
+    assert_eq!(hooks.stats().published, 2);
+    assert_eq!(hooks.stats().delivered, 0, "the app only publishes");
+    assert!(stream_is_empty(&url, &key).await, "acked entries are deleted");
+    assert_eq!(pending(&mut connect(&url).await, &key, "fastapihooks").await, 0);
+    assert_eq!(w.stats().delivered, 2);
+    assert!(w.shutdown(WAIT).await.drained);
+    assert!(hooks.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn static_subscribers_of_the_app_travel_with_the_event() {
+    let url = redis_or_skip!();
+    let key = unique_key("statics");
+    let rx = Receiver::start().await;
+    let hooks = Fastapihooks::builder()
+        .backend(backend(&url, &key).build().unwrap())
+        .subscriber("user.created", WebhookSubscription::new(rx.url("/static")).unwrap())
+        .build()
+        .unwrap();
+    hooks.send("user.created", &json!({"id": 7})).unwrap();
+    let w = worker(&url, &key, Duration::from_secs(60)).start().unwrap();
+    let hits = rx.wait_for("/static", 1, WAIT).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].json(), json!({"id": 7}));
+    assert!(stream_is_empty(&url, &key).await);
+    assert!(w.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn events_cut_short_by_a_worker_shutdown_are_delivered_by_another_worker() {
+    let url = redis_or_skip!();
+    let key = unique_key("handover");
+    let rx = Receiver::start().await;
+    // The first attempts hang (the first worker is stopped meanwhile); later ones answer at once.
+    rx.script(
+        "/slow",
+        [
+            Reply::status(200).delay(Duration::from_secs(30)),
+            Reply::status(200).delay(Duration::from_secs(30)),
+            Reply::status(200),
+        ],
+    );
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/slow")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    let a = hooks.send("order.created", &json!({"n": 1})).unwrap();
+    let b = hooks.send("order.created", &json!({"n": 2})).unwrap();
+    let idle = Duration::from_millis(500);
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let first = worker(&url, &key, idle).store(store.clone()).on_failure(dlq.clone()).start().unwrap();
+    assert_eq!(rx.wait_for("/slow", 2, WAIT).await.len(), 2, "both in flight with the first worker");
+    // Cut short: reported as shut down, and not acked.
+    let report = first.shutdown(Duration::from_millis(50)).await;
+    assert!(!report.drained);
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq.entries().iter().all(|f| matches!(f.error, DeliveryError::Shutdown { .. })));
+    assert_eq!(pending(&mut connect(&url).await, &key, "fastapihooks").await, 2);
+    // Another worker claims them once idle and delivers them.
+    let second = worker(&url, &key, idle).store(store).start().unwrap();
+    let hits = rx.wait_for("/slow", 4, WAIT).await;
+    let seen = ids(&hits);
+    assert_eq!(hits.len(), 4, "{seen:?}");
+    assert_eq!(seen.get(a.as_str()), Some(&2));
+    assert_eq!(seen.get(b.as_str()), Some(&2));
+    assert!(stream_is_empty(&url, &key).await);
+    assert_eq!(second.stats().delivered, 2);
+    assert!(second.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn two_workers_in_one_group_deliver_each_event_once() {
+    let url = redis_or_skip!();
+    let key = unique_key("two-workers");
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/h")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    let mut sent = Vec::new();
+    for n in 0..40 {
+        sent.push(hooks.send("order.created", &json!({ "n": n })).unwrap());
+    }
+    let w1 = worker(&url, &key, Duration::from_secs(60)).store(store.clone()).start().unwrap();
+    let w2 = worker(&url, &key, Duration::from_secs(60)).store(store).start().unwrap();
+    let hits = rx.wait_for("/h", 40, WAIT).await;
+    assert!(stream_is_empty(&url, &key).await);
+    // Nothing more arrives: no event was delivered twice.
+    assert!(!eventually(Duration::from_millis(500), || async { rx.hits_for("/h").len() > 40 }).await);
+    let seen = ids(&rx.hits_for("/h"));
+    assert_eq!(hits.len(), 40);
+    assert_eq!(seen.len(), 40, "40 distinct events");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert!(sent.iter().all(|id| seen.contains_key(id.as_str())));
+    let (d1, d2) = (w1.stats().delivered, w2.stats().delivered);
+    assert_eq!(d1 + d2, 40, "{d1} + {d2}");
+    eprintln!("worker 1 delivered {d1}, worker 2 delivered {d2}");
+    assert!(w1.shutdown(WAIT).await.drained);
+    assert!(w2.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn a_worker_recovers_when_redis_loses_the_stream_and_its_group() {
+    let url = redis_or_skip!();
+    let key = unique_key("lost-group");
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/h")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    let w = worker(&url, &key, Duration::from_secs(60)).store(store).start().unwrap();
+    hooks.send("order.created", &json!({"n": 1})).unwrap();
+    assert_eq!(rx.wait_for("/h", 1, WAIT).await.len(), 1);
+    assert!(stream_is_empty(&url, &key).await);
+    // Data loss (as after FLUSHALL, or a restart without persistence).
+    redis::cmd("DEL").arg(&key).query_async::<i64>(&mut connect(&url).await).await.unwrap();
+    hooks.send("order.created", &json!({"n": 2})).unwrap();
+    let hits = rx.wait_for("/h", 2, WAIT).await;
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[1].json(), json!({"n": 2}));
+    assert!(stream_is_empty(&url, &key).await);
+    assert!(w.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn a_worker_and_the_app_reconnect_after_redis_restarts() {
+    let Some(mut server) = RedisServer::start().await else { return };
+    let url = server.url();
+    let key = unique_key("restart");
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/h")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    let w = worker(&url, &key, Duration::from_secs(60)).store(store).start().unwrap();
+    hooks.send("order.created", &json!({"n": 1})).unwrap();
+    assert_eq!(rx.wait_for("/h", 1, WAIT).await.len(), 1);
+    assert!(stream_is_empty(&url, &key).await, "acked before the restart");
+    server.restart().await;
+    // Published after the restart, on a new connection: delivered too.
+    hooks.send("order.created", &json!({"n": 2})).unwrap();
+    let hits = rx.wait_for("/h", 2, WAIT).await;
+    assert_eq!(hits.len(), 2, "{:?}", hooks.stats());
+    assert_eq!(hits[1].json(), json!({"n": 2}));
+    assert!(stream_is_empty(&url, &key).await);
+    assert_eq!(hooks.stats().failed, 0);
+    assert!(w.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn an_event_published_while_redis_is_down_goes_to_on_failure() {
+    let port = super::util::closed_port().await;
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let b = RedisStreamsBackend::builder(format!("redis://:hunter2@127.0.0.1:{port}/0"))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let hooks = Fastapihooks::builder().backend(b).on_failure(dlq.clone()).build().unwrap();
+    let id = hooks.send("order.created", &json!({"id": "ord_1"})).unwrap();
+    assert!(eventually(WAIT, || async { !dlq.is_empty() }).await, "reported, not silently lost");
+    let failure = &dlq.entries()[0];
+    assert_eq!(failure.event.id, id);
+    assert_eq!(failure.event.payload.to_value(), json!({"id": "ord_1"}));
+    assert!(matches!(&failure.error, DeliveryError::Backend(e) if !e.contains("hunter2")), "{:?}", failure.error);
+    assert!(hooks.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn a_malformed_entry_is_reported_and_acked_and_the_worker_goes_on() {
+    let url = redis_or_skip!();
+    let key = unique_key("worker-malformed");
+    let rx = Receiver::start().await;
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/h")).unwrap()).await.unwrap();
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let mut conn = connect(&url).await;
+    redis::cmd("XADD").arg(&key).arg("*").arg("event").arg("[1, 2").query_async::<String>(&mut conn).await.unwrap();
+    let hooks = app(&url, &key);
+    hooks.send("order.created", &json!({"n": 1})).unwrap();
+    let w = worker(&url, &key, Duration::from_secs(60)).store(store).start().unwrap();
+    assert_eq!(rx.wait_for("/h", 1, WAIT).await.len(), 1);
+    assert!(stream_is_empty(&url, &key).await, "the malformed entry is acked too");
+    assert_eq!(pending(&mut conn, &key, "fastapihooks").await, 0);
+    let dead = format!("{key}:dead");
+    assert_eq!(xlen(&mut conn, &dead).await, 1);
+    assert!(w.shutdown(WAIT).await.drained);
+    let text = logs.text();
+    assert!(text.contains("malformed stream entry moved to the dead-letter stream"), "{text}");
+    redis::cmd("DEL").arg(&dead).query_async::<i64>(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_needs_a_backend() {
+    let err = Worker::builder().start().unwrap_err();
+    assert!(matches!(err, fastapihooks::BuildError::NoBackend), "{err}");
+}
+
+/// The `fastapihooks start` binary (built with the `cli` feature).
+mod cli {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    fn bin() -> Option<&'static str> {
+        let bin = option_env!("CARGO_BIN_EXE_fastapihooks");
+        if bin.is_none() {
+            eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+        }
+        bin
+    }
+
+    #[tokio::test]
+    async fn start_delivers_signed_webhooks_and_stops_cleanly_on_sigterm() {
+        let url = redis_or_skip!();
+        let Some(bin) = bin() else { return };
+        let key = unique_key("cli");
+        let rx = Receiver::start().await;
+        let hooks = Fastapihooks::builder()
+            .backend(backend(&url, &key).build().unwrap())
+            .subscriber("order.created", WebhookSubscription::new(rx.url("/cli")).unwrap())
+            .build()
+            .unwrap();
+        hooks.send("order.created", &json!({"id": "ord_cli"})).unwrap();
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &url, "--stream", &key, "--store", "memory"])
+            .args(["--allow-cidr", "127.0.0.0/8", "--max-concurrency", "4", "--log-level", "info"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let hits = rx.wait_for("/cli", 1, WAIT).await;
+        assert_eq!(hits.len(), 1);
+        Verifier::new(SECRET).unwrap().verify(&hits[0].headers, &hits[0].body).expect("signed");
+        assert!(stream_is_empty(&url, &key).await);
+        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let status = tokio::task::spawn_blocking(move || {
+            let status = child.wait().unwrap();
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            (status, stderr)
+        });
+        let (status, stderr) = tokio::time::timeout(WAIT, status).await.expect("exits after SIGTERM").unwrap();
+        assert!(status.success(), "{status:?}\n{stderr}");
+        assert!(stderr.contains("worker stopped"), "{stderr}");
+        assert!(!stderr.contains(SECRET), "the secret is never logged");
+    }
+
+    /// Subscriptions from a SQL store (SQLite here), signed with the secret.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn start_delivers_to_the_subscriptions_of_a_sql_store() {
+        use fastapihooks::store::sql::SqlStore;
+
+        let url = redis_or_skip!();
+        let Some(bin) = bin() else { return };
+        let key = unique_key("cli-sql");
+        let rx = Receiver::start().await;
+        let db = crate::store_util::TempDb::new();
+        let store = SqlStore::connect(db.url()).await.unwrap();
+        store.init().await.unwrap();
+        store.add("order.created", WebhookSubscription::new(rx.url("/sql")).unwrap()).await.unwrap();
+        store.close().await;
+        let hooks = app(&url, &key);
+        hooks.send("order.created", &json!({"id": "ord_sql"})).unwrap();
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &url, "--stream", &key, "--store", &db.url()])
+            .args(["--allow-cidr", "127.0.0.0/8"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hits = rx.wait_for("/sql", 1, WAIT).await;
+        let emptied = stream_is_empty(&url, &key).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].json(), json!({"id": "ord_sql"}));
+        Verifier::new(SECRET).unwrap().verify(&hits[0].headers, &hits[0].body).expect("signed");
+        assert!(emptied);
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_error_not_a_panic() {
+        let Some(bin) = bin() else { return };
+        let run = |args: &[&str]| {
+            let out = Command::new(bin).args(args).env_remove("FASTAPIHOOKS_REDIS_URL").output().unwrap();
+            (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (status, err) = run(&["start", "--redis-url", "redis://127.0.0.1:1/0", "--store", "ftp://x"]);
+        assert!(!status.success());
+        assert!(err.contains("--store") && !err.contains("panicked"), "{err}");
+        let (status, err) = run(&["start", "--redis-url", "http://:hunter2@h/", "--store", "memory"]);
+        assert!(!status.success());
+        assert!(err.contains("--redis-url") && !err.contains("hunter2") && !err.contains("panicked"), "{err}");
+        let (status, err) = run(&["start", "--redis-url", "redis://h/", "--max-concurrency", "0"]);
+        assert!(!status.success());
+        assert!(err.contains("--max-concurrency"), "{err}");
+        let out = Command::new(bin)
+            .args(["start", "--redis-url", "redis://127.0.0.1:1/0"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", "whsec_not*base64")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("FASTAPIHOOKS_SIGNING_SECRET") && !err.contains("not*base64"), "{err}");
+        let (status, err) = run(&["start"]);
+        assert!(!status.success());
+        assert!(err.contains("--redis-url"), "{err}");
+    }
+}
