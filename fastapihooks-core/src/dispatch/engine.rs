@@ -27,6 +27,119 @@ use crate::subscription::WebhookSubscription;
 /// The static subscribers, checked and grouped by event name.
 pub(crate) type Statics = HashMap<String, Vec<WebhookSubscription>>;
 
+/// The delivery settings both builders (`FastapihooksBuilder`, the app's,
+/// and `WorkerBuilder`, the sidecar's) offer, written once. Expands inside
+/// an `impl` block of a type with an `engine: EngineConfig` field.
+macro_rules! engine_setters {
+    () => {
+        /// The subscription store (default: none, only static subscribers).
+        #[must_use]
+        pub fn store(mut self, store: impl $crate::store::Store) -> Self {
+            self.engine.store = Some(::std::sync::Arc::new(store));
+            self
+        }
+
+        /// The subscription store, already shared.
+        #[must_use]
+        pub fn store_arc(mut self, store: ::std::sync::Arc<dyn $crate::store::Store>) -> Self {
+            self.engine.store = Some(store);
+            self
+        }
+
+        /// Signs the deliveries of subscriptions that have no secrets of
+        /// their own with this secret (`whsec_...`, or any string: see
+        /// [`crate::secret`]).
+        #[must_use]
+        pub fn signing_secret(mut self, secret: impl Into<$crate::secret::Secret>) -> Self {
+            self.engine.signing_secret = Some(secret.into());
+            self
+        }
+
+        /// The signature schemes each signed delivery carries (default: both
+        /// Standard Webhooks and the legacy `X-Fastapihooks-Signature`; an
+        /// empty list signs nothing). See [`crate::sign`].
+        #[must_use]
+        pub fn signature_schemes(mut self, schemes: impl IntoIterator<Item = $crate::sign::SignatureScheme>) -> Self {
+            self.engine.signature_schemes = schemes.into_iter().collect();
+            self
+        }
+
+        /// Where final failures go (default: logged at error level).
+        #[must_use]
+        pub fn on_failure(mut self, handler: impl $crate::dead_letter::FailureHandler) -> Self {
+            self.engine.failures = Some(::std::sync::Arc::new(handler));
+            self
+        }
+
+        /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
+        #[must_use]
+        pub fn retry_policy(mut self, policy: $crate::retry::RetryPolicy) -> Self {
+            self.engine.retry = policy;
+            self
+        }
+
+        /// Which destinations are allowed (default: public addresses only).
+        #[must_use]
+        pub fn network_policy(mut self, policy: $crate::NetworkPolicy) -> Self {
+            self.engine.network = policy;
+            self
+        }
+
+        /// Total time limit of one HTTP attempt (default 10 s).
+        #[must_use]
+        pub fn timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.engine.timeout = timeout;
+            self
+        }
+
+        /// Time limit for connecting (default 5 s).
+        #[must_use]
+        pub fn connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.engine.connect_timeout = timeout;
+            self
+        }
+
+        /// Requests in flight, all endpoints together (default 100).
+        #[must_use]
+        pub fn max_concurrency(mut self, n: usize) -> Self {
+            self.engine.limits.max_concurrency = n.max(1);
+            self
+        }
+
+        /// Requests in flight to one endpoint (default 16).
+        #[must_use]
+        pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
+            self.engine.limits.per_endpoint_concurrency = n.max(1);
+            self
+        }
+
+        /// Deliveries that may wait for one endpoint; past it, new ones go to
+        /// `on_failure` (default 50,000).
+        #[must_use]
+        pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
+            self.engine.limits.max_endpoint_backlog = n.max(1);
+            self
+        }
+
+        /// Deliveries held in memory, all endpoints together; past it, no new
+        /// event is taken in until some finish (default 100,000).
+        #[must_use]
+        pub fn max_pending_deliveries(mut self, n: usize) -> Self {
+            self.engine.limits.max_pending_deliveries = n.max(1);
+            self
+        }
+
+        /// Where deliveries run (default: threads of their own, one per CPU,
+        /// at the app's priority); see [`DeliveryRuntime`](crate::DeliveryRuntime).
+        #[must_use]
+        pub fn delivery_runtime(mut self, runtime: $crate::DeliveryRuntime) -> Self {
+            self.engine.runtime = runtime;
+            self
+        }
+    };
+}
+pub(crate) use engine_setters;
+
 /// The delivery settings the builders share.
 pub(crate) struct EngineConfig {
     pub(crate) store: Option<Arc<dyn Store>>,

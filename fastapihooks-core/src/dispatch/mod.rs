@@ -11,7 +11,7 @@ mod endpoint;
 mod engine;
 mod runtime;
 
-pub(crate) use engine::EngineConfig;
+pub(crate) use engine::{EngineConfig, engine_setters};
 pub use runtime::DeliveryRuntime;
 pub(crate) use runtime::OwnedRuntime;
 

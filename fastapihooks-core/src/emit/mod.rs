@@ -32,12 +32,9 @@ pub use transform::{IntoPayload, Transform, TransformError};
 
 use crate::backend::{Backend, BackgroundTaskBackend};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler};
-use crate::dispatch::{DeliveryRuntime, Dispatcher, EngineConfig, OwnedRuntime};
+use crate::dispatch::{Dispatcher, EngineConfig, OwnedRuntime};
 use crate::event::{Event, EventId, Payload};
-use crate::retry::RetryPolicy;
-use crate::secret::{Secret, SecretFormatError};
-use crate::send::guard::NetworkPolicy;
-use crate::sign::SignatureScheme;
+use crate::secret::SecretFormatError;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 use crate::subscription::{InvalidSubscription, WebhookSubscription};
@@ -661,20 +658,6 @@ impl FastapihooksBuilder {
         self
     }
 
-    /// The subscription store (default: none, only static subscribers).
-    #[must_use]
-    pub fn store(mut self, store: impl Store) -> Self {
-        self.engine.store = Some(Arc::new(store));
-        self
-    }
-
-    /// The subscription store, already shared.
-    #[must_use]
-    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
-        self.engine.store = Some(store);
-        self
-    }
-
     /// The owner of events whose hook resolves none.
     #[must_use]
     pub fn default_owner(mut self, owner_id: impl Into<String>) -> Self {
@@ -689,102 +672,13 @@ impl FastapihooksBuilder {
         self
     }
 
-    /// Signs the deliveries of subscriptions that have no secrets of their
-    /// own with this secret (`whsec_...`, or any string: see
-    /// [`crate::secret`]).
-    #[must_use]
-    pub fn signing_secret(mut self, secret: impl Into<Secret>) -> Self {
-        self.engine.signing_secret = Some(secret.into());
-        self
-    }
-
-    /// The signature schemes each signed delivery carries (default: both
-    /// Standard Webhooks and the legacy `X-Fastapihooks-Signature`; an empty
-    /// list signs nothing). See [`crate::sign`].
-    #[must_use]
-    pub fn signature_schemes(mut self, schemes: impl IntoIterator<Item = SignatureScheme>) -> Self {
-        self.engine.signature_schemes = schemes.into_iter().collect();
-        self
-    }
-
-    /// Where final failures go (default: logged at error level).
-    #[must_use]
-    pub fn on_failure(mut self, handler: impl FailureHandler) -> Self {
-        self.engine.failures = Some(Arc::new(handler));
-        self
-    }
-
-    /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
-    #[must_use]
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.engine.retry = policy;
-        self
-    }
-
-    /// Which destinations are allowed (default: public addresses only).
-    #[must_use]
-    pub fn network_policy(mut self, policy: NetworkPolicy) -> Self {
-        self.engine.network = policy;
-        self
-    }
-
-    /// Total time limit of one HTTP attempt (default 10 s).
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.engine.timeout = timeout;
-        self
-    }
-
-    /// Time limit for connecting (default 5 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.engine.connect_timeout = timeout;
-        self
-    }
-
-    /// Requests in flight, all endpoints together (default 100).
-    #[must_use]
-    pub fn max_concurrency(mut self, n: usize) -> Self {
-        self.engine.limits.max_concurrency = n.max(1);
-        self
-    }
-
-    /// Requests in flight to one endpoint (default 16).
-    #[must_use]
-    pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
-        self.engine.limits.per_endpoint_concurrency = n.max(1);
-        self
-    }
-
-    /// Deliveries that may wait for one endpoint; past it, new ones go to
-    /// `on_failure` (default 50,000).
-    #[must_use]
-    pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
-        self.engine.limits.max_endpoint_backlog = n.max(1);
-        self
-    }
-
-    /// Deliveries held in memory, all endpoints together; past it, delivery
-    /// pauses intake (default 100,000).
-    #[must_use]
-    pub fn max_pending_deliveries(mut self, n: usize) -> Self {
-        self.engine.limits.max_pending_deliveries = n.max(1);
-        self
-    }
+    crate::dispatch::engine_setters!();
 
     /// Capacity of the intake queue (default 16,384). When it is full,
     /// `emit` hands the event to `on_failure` and returns at once.
     #[must_use]
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
-        self
-    }
-
-    /// Where deliveries run (default: threads of their own, one per CPU, at
-    /// the app's priority); see [`DeliveryRuntime`].
-    #[must_use]
-    pub fn delivery_runtime(mut self, runtime: DeliveryRuntime) -> Self {
-        self.engine.runtime = runtime;
         self
     }
 
