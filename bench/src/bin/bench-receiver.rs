@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for p in port..port + ports.max(1) {
             let socket = tokio::net::TcpSocket::new_v4()?;
             socket.set_reuseaddr(true)?;
+            #[cfg(unix)]
             socket.set_reuseport(true)?;
             socket.bind(([127, 0, 0, 1], p).into())?;
             listeners.push(rt.block_on(async { socket.listen(1024) })?);
