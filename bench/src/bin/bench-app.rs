@@ -115,18 +115,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.max_endpoint_backlog(b.parse()?);
     }
     // Delivery: the default runtime unless told otherwise.
-    if std::env::args().any(|a| a == "--shared") {
-        builder = builder.delivery_runtime(fastapihooks::DeliveryRuntime::shared());
-    } else if arg("--dedicated").is_some() || arg("--nice").is_some() {
-        let mut runtime = match arg("--dedicated") {
-            Some(threads) => fastapihooks::DeliveryRuntime::dedicated(threads.parse()?),
-            None => fastapihooks::DeliveryRuntime::default(),
-        };
-        if let Some(nice) = arg("--nice") {
-            runtime = runtime.nice(nice.parse()?);
-        }
-        builder = builder.delivery_runtime(runtime);
+    let mut runtime = match arg("--dedicated") {
+        Some(threads) => fastapihooks::DeliveryRuntime::dedicated(threads.parse()?),
+        None => fastapihooks::DeliveryRuntime::default(),
+    };
+    if let Some(nice) = arg("--nice") {
+        runtime = runtime.nice(nice.parse()?);
     }
+    if std::env::args().any(|a| a == "--shared") {
+        runtime = fastapihooks::DeliveryRuntime::shared();
+    }
+    builder = builder.delivery_runtime(runtime);
     let hooks = builder
         .store(store)
         .signing_secret(secret)

@@ -105,9 +105,12 @@ fn endpoint_key(url: &url::Url) -> &str {
 pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
     let mut state = shared.endpoints.lock();
     let key = endpoint_key(&job.url);
-    // Allocate the key only for an endpoint not seen yet.
-    let key: Arc<str> = match state.queues.get_key_value(key) {
-        Some((k, _)) => k.clone(),
+    // Allocate the key only for an endpoint not seen yet (an idle one keeps
+    // its key in `homes`).
+    let known =
+        state.queues.get_key_value(key).map(|(k, _)| k).or_else(|| state.homes.get_key_value(key).map(|(k, _)| k));
+    let key: Arc<str> = match known {
+        Some(k) => k.clone(),
         None => Arc::from(key),
     };
     let queue = state.queue(&key, shared.shards.len());

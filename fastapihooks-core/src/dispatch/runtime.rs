@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// Each thread runs a single-threaded Tokio runtime, and each endpoint
 /// (scheme, host, port) delivers from one of them, given in turn the first
 /// time the endpoint is seen: its connections and retry timers stay on
-/// that thread, and its deliveries wake no other thread. Many endpoints spread over all the
-/// threads; one endpoint gets at most one thread's worth of CPU.
+/// that thread, and its deliveries wake no other thread. Many endpoints
+/// spread over all the threads; one endpoint gets at most one thread's
+/// worth of CPU.
 ///
 /// ```
 /// # use fastapihooks_core::DeliveryRuntime;
