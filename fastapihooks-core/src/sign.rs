@@ -35,11 +35,11 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
-use crate::secret::{BASE64, Secret, SecretFormatError, SigningKey, SigningSecret};
+use crate::secret::{BASE64, Secret, SecretFormatError, SigningKey, SigningSecret, mac_with};
 
 /// The legacy signature header's name.
 pub const SIGNATURE_HEADER: &str = "x-fastapihooks-signature";
@@ -104,15 +104,14 @@ impl FromIterator<SignatureScheme> for SignatureSchemes {
     }
 }
 
-fn mac(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
-    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length")
-}
-
 /// The raw Standard Webhooks MAC: HMAC-SHA256 of `"{id}.{timestamp}.{body}"`,
 /// with `timestamp` exactly as it appears in the header.
 pub(crate) fn standard_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-    let mut mac = mac(key);
+    standard_mac_keyed(mac_with(key), id, timestamp, body)
+}
+
+/// [`standard_mac`] from a state already keyed.
+fn standard_mac_keyed(mut mac: Hmac<Sha256>, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.as_bytes());
@@ -123,7 +122,11 @@ pub(crate) fn standard_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -
 
 /// The raw legacy MAC: HMAC-SHA256 of the body.
 pub(crate) fn legacy_mac(key: &[u8], body: &[u8]) -> [u8; 32] {
-    let mut mac = mac(key);
+    legacy_mac_keyed(mac_with(key), body)
+}
+
+/// [`legacy_mac`] from a state already keyed.
+fn legacy_mac_keyed(mut mac: Hmac<Sha256>, body: &[u8]) -> [u8; 32] {
     mac.update(body);
     mac.finalize().into_bytes().into()
 }
@@ -229,14 +232,16 @@ impl Signer {
             return if secrets.is_empty() { Ok(()) } else { Err(SignError::AllSecretsExpired) };
         };
         let mut standard = None;
+        let mut digits = [0u8; 20];
         if self.schemes.standard {
-            let timestamp = at.timestamp().to_string();
+            let timestamp = decimal(at.timestamp(), &mut digits);
             let mut value = String::with_capacity(active().count() * 48);
             for secret in active() {
                 if !value.is_empty() {
                     value.push(' ');
                 }
-                let digest = standard_mac(secret.signing_key()?.expose(), id, &timestamp, body);
+                let key = secret.keyed().standard.clone()?;
+                let digest = standard_mac_keyed(key, id, timestamp, body);
                 value.push_str("v1,");
                 BASE64.encode_string(digest, &mut value);
             }
@@ -249,7 +254,7 @@ impl Signer {
         let legacy = self.schemes.legacy.then(|| {
             let mut out = [0u8; 7 + 64];
             out[..7].copy_from_slice(b"sha256=");
-            let digest = legacy_mac(newest.expose().as_bytes(), body);
+            let digest = legacy_mac_keyed(newest.keyed().legacy.clone(), body);
             hex::encode_to_slice(digest, &mut out[7..]).expect("64 hex digits fit");
             out
         });
@@ -263,6 +268,25 @@ impl Signer {
         }
         Ok(())
     }
+}
+
+/// `n` in decimal, written into `buf` (no allocation per delivery).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
 }
 
 /// Where signature headers go: an `http::HeaderMap`, or a request being
@@ -297,6 +321,14 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1_614_265_330, -1, -1_614_265_330, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
+    }
+
+    #[test]
     fn legacy_signature_matches_known_hmac() {
         // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), RFC-style known value.
         assert_eq!(
@@ -321,6 +353,30 @@ mod tests {
         assert_eq!(h[WEBHOOK_SIGNATURE_HEADER], SPEC_SIG);
         // The legacy header uses the whole secret string, as the seed did.
         assert_eq!(h[SIGNATURE_HEADER].to_str().unwrap(), legacy_signature(SPEC_SECRET.as_bytes(), SPEC_BODY));
+    }
+
+    #[test]
+    fn a_secret_signs_the_same_from_its_cached_key_in_clones_and_after_serde() {
+        let secret = SigningSecret::new(SPEC_SECRET);
+        let sign = |secret: &SigningSecret| {
+            let mut h = HeaderMap::new();
+            Signer::new(None).sign(SPEC_ID, spec_time(), SPEC_BODY, std::slice::from_ref(secret), &mut h).unwrap();
+            (h[WEBHOOK_SIGNATURE_HEADER].clone(), h[SIGNATURE_HEADER].clone())
+        };
+        let first = sign(&secret);
+        assert_eq!(first.0, SPEC_SIG);
+        assert_eq!(sign(&secret), first, "the cached keyed state signs the same");
+        assert_eq!(sign(&secret.clone()), first);
+        let json = serde_json::to_string(&secret).unwrap();
+        assert!(json.contains(SPEC_SECRET), "serialized as the value itself: {json}");
+        assert_eq!(sign(&serde_json::from_str(&json).unwrap()), first);
+        // A bad secret stays an error on every use.
+        let bad = SigningSecret::new("whsec_***");
+        for _ in 0..2 {
+            let err =
+                Signer::new(None).sign("evt_1", Utc::now(), b"{}", std::slice::from_ref(&bad), &mut HeaderMap::new());
+            assert_eq!(err.unwrap_err(), SignError::Secret(SecretFormatError::Base64));
+        }
     }
 
     #[test]
