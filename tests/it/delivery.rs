@@ -140,6 +140,33 @@ async fn concurrency_is_bounded_by_max_concurrency() {
 }
 
 #[tokio::test]
+async fn an_endpoint_working_through_a_backlog_lets_a_waiting_one_have_the_next_permit() {
+    // Two endpoints with ten slow deliveries each hold both global permits;
+    // a third endpoint must get one as soon as a delivery ends, not once a
+    // backlog is through (workers keep their permit only while none is waiting).
+    let (a, c, b) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    a.script("/a", [Reply::status(200).delay(Duration::from_millis(100))]);
+    c.script("/c", [Reply::status(200).delay(Duration::from_millis(100))]);
+    let hooks = local_builder()
+        .max_concurrency(2)
+        .per_endpoint_concurrency(1)
+        .subscriber("backlog", sub(a.url("/a")))
+        .subscriber("backlog", sub(c.url("/c")))
+        .subscriber("other", sub(b.url("/b")))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        hooks.send("backlog", &json!({})).unwrap();
+    }
+    a.wait_for("/a", 1, WAIT).await;
+    hooks.send("other", &json!({})).unwrap();
+    let other_at = b.wait_for("/b", 1, WAIT).await[0].at;
+    assert!(hooks.shutdown(WAIT).await.drained);
+    let backlog_before = a.hits_for("/a").iter().filter(|h| h.at < other_at).count();
+    assert!(backlog_before <= 5, "the other endpoint waited for {backlog_before} of the backlog's 10 deliveries");
+}
+
+#[tokio::test]
 async fn per_endpoint_concurrency_is_bounded() {
     let rx = Receiver::start().await;
     rx.script("/one", [Reply::status(200).delay(Duration::from_millis(100))]);

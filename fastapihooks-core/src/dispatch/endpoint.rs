@@ -11,6 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Job, Shared};
 use crate::dead_letter::DeliveryError;
 use crate::send::{Attempt, Timer};
@@ -129,10 +131,12 @@ pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
         queue.workers += 1;
         let shard = queue.shard;
         drop(state);
-        let work = worker(shared.clone(), key);
         match shared.shards.get(shard) {
-            Some(shard) => drop(shared.tasks.spawn_on(work, shard)),
-            None => drop(shared.tasks.spawn(work)),
+            Some(shard) => {
+                let work = worker(shared.clone(), key, shard.cancel.clone());
+                drop(shared.tasks.spawn_on(work, &shard.handle));
+            }
+            None => drop(shared.tasks.spawn(worker(shared.clone(), key, shared.cancel.clone()))),
         }
     }
 }
@@ -152,19 +156,31 @@ fn next_job(shared: &Shared, key: &Arc<str>) -> Option<Job> {
     None
 }
 
-async fn worker(shared: Arc<Shared>, key: Arc<str>) {
+/// Delivers the endpoint's jobs, one at a time, until its queue is empty.
+/// `cancel` is [`Shared::cancel`] or its child for this worker's thread.
+async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
+    // Made once: polling it registers this task with the token.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    // A permit kept from the previous request, when nobody was waiting for
+    // one: a worker going through a backlog then takes one for the backlog,
+    // not one per request.
+    let mut kept = None;
     while let Some(mut job) = next_job(&shared, &key) {
-        if shared.cancel.is_cancelled() {
+        if cancel.is_cancelled() {
             job.fail(&shared, DeliveryError::Shutdown { last: None });
             continue;
         }
-        let permit = tokio::select! {
-            biased;
-            () = shared.cancel.cancelled() => {
-                job.fail(&shared, DeliveryError::Shutdown { last: None });
-                continue;
-            }
-            p = shared.global.acquire() => p.expect("never closed"),
+        let permit = match kept.take().map_or_else(|| shared.global.try_acquire().ok(), Some) {
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    job.fail(&shared, DeliveryError::Shutdown { last: None });
+                    continue;
+                }
+                p = shared.global.acquire() => p.expect("never closed"),
+            },
         };
         job.attempts += 1;
         let span = tracing::debug_span!(
@@ -175,12 +191,22 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>) {
             attempt = job.attempts,
         );
         let timer = Timer::start();
+        let send = tracing::Instrument::instrument(
+            shared.sender.send(&job.event, job.target.subscription(), &job.url),
+            span.clone(),
+        );
+        // The request first: once it is done, the token need not be polled.
         let attempt = tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => None,
-            a = tracing::Instrument::instrument(shared.sender.send(&job.event, job.target.subscription(), &job.url), span.clone()) => Some(a),
+            a = send => Some(a),
+            () = &mut cancelled => None,
         };
-        drop(permit);
+        // Others waiting for a permit get this one; else it serves the next job.
+        if shared.global.available_permits() > 0 {
+            kept = Some(permit);
+        } else {
+            drop(permit);
+        }
         let _enter = span.enter();
         match attempt {
             None => job.fail(&shared, DeliveryError::Shutdown { last: Some("cancelled in flight".into()) }),

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{DeliveryRuntime, Dispatcher, Limits, OwnedRuntime, Shared};
+use super::{DeliveryRuntime, Dispatcher, Limits, OwnedRuntime, Shard, Shared};
 use crate::dead_letter::{FailureHandler, LogFailures};
 use crate::emit::BuildError;
 use crate::retry::RetryPolicy;
@@ -209,6 +209,7 @@ impl EngineConfig {
         let signer = Signer::new(self.signing_secret).with_schemes(self.signature_schemes);
         let sender = Sender::new(self.network, signer, self.timeout, self.connect_timeout).map_err(BuildError::Http)?;
         let runtime = self.runtime.start().map_err(BuildError::Runtime)?;
+        let cancel = CancellationToken::new();
         let dispatcher = Dispatcher::new(Shared {
             sender,
             store: self.store,
@@ -225,8 +226,12 @@ impl EngineConfig {
                 .map(|(event, subs)| (event.clone(), subs.iter().cloned().map(Arc::new).collect()))
                 .collect(),
             tasks: TaskTracker::new(),
-            cancel: CancellationToken::new(),
-            shards: runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
+            cancel: cancel.clone(),
+            shards: runtime.as_ref().map_or_else(Vec::new, |rt| {
+                let shard =
+                    |handle: &tokio::runtime::Handle| Shard { handle: handle.clone(), cancel: cancel.child_token() };
+                rt.shards().iter().map(shard).collect()
+            }),
         });
         Ok((dispatcher, runtime))
     }

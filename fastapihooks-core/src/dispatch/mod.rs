@@ -83,7 +83,16 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// The dedicated runtime's shards (none: the tasks run where they are
     /// spawned from, on the app's runtime).
-    pub(crate) shards: Vec<tokio::runtime::Handle>,
+    pub(crate) shards: Vec<Shard>,
+}
+
+/// One delivery thread, as its endpoint workers see it.
+pub(crate) struct Shard {
+    pub(crate) handle: tokio::runtime::Handle,
+    /// A child of [`Shared::cancel`]: the workers check it around every
+    /// request, and a token shared by every thread would make each check
+    /// take a lock other threads are taking too.
+    pub(crate) cancel: CancellationToken,
 }
 
 impl Shared {

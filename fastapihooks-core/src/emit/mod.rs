@@ -15,6 +15,7 @@ mod transform;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -241,6 +242,9 @@ struct Inner {
     pipeline: Arc<Pipeline>,
     stats: Arc<Stats>,
     intake_closed: CancellationToken,
+    /// Set with `intake_closed`, for the request path: checking the token
+    /// takes a lock every request thread would share.
+    closed: AtomicBool,
     cancel: CancellationToken,
     pipeline_task: Mutex<Option<JoinHandle<()>>>,
     /// Taken (and dropped, closing the HTTP connections) by `shutdown`.
@@ -344,10 +348,12 @@ impl Pipeline {
     async fn publish(&self, q: Queued, cancel: &CancellationToken) -> Result<(), ()> {
         let Ok(event) = self.event(q) else { return Ok(()) };
         let event_id = event.id.clone();
+        // The publish first: an in-process backend takes the event at once,
+        // and the token, never polled, costs no lock.
         let published = tokio::select! {
             biased;
-            () = cancel.cancelled() => Err(None),
             r = self.backend.publish(event.clone()) => r.map_err(Some),
+            () = cancel.cancelled() => Err(None),
         };
         match published {
             Ok(()) => {
@@ -505,7 +511,7 @@ impl Fastapihooks {
 
     fn queue(&self, queued: Queued) -> Result<(), EmitError> {
         // After shutdown every event is refused (and reported), subscribed or not.
-        if !self.inner.intake_closed.is_cancelled() && !self.is_subscribed(&queued.emission.event_name) {
+        if !self.inner.closed.load(Ordering::Acquire) && !self.is_subscribed(&queued.emission.event_name) {
             Stats::inc(&self.inner.stats.unsubscribed);
             return Ok(());
         }
@@ -588,6 +594,7 @@ impl Fastapihooks {
         if let Some(report) = *done {
             return report;
         }
+        inner.closed.store(true, Ordering::Release);
         inner.intake_closed.cancel();
         let stop_at = tokio::time::Instant::now() + deadline;
         let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -730,6 +737,7 @@ impl FastapihooksBuilder {
                 pipeline,
                 stats,
                 intake_closed,
+                closed: AtomicBool::new(false),
                 cancel,
                 pipeline_task: Mutex::new(Some(task)),
                 dispatcher: Mutex::new(dispatcher),

@@ -47,7 +47,8 @@ impl Request {
     /// port, both taken from a parsed URL (which percent-encodes everything
     /// else).
     pub(crate) fn post(target: &str, host: &str, user_agent: &str, body_len: usize) -> Self {
-        let mut buf = Vec::with_capacity(512 + target.len() + body_len);
+        // Room for the signature and event headers too: one allocation.
+        let mut buf = Vec::with_capacity(768 + target.len() + host.len() + body_len);
         buf.extend_from_slice(b"POST ");
         buf.extend_from_slice(target.as_bytes());
         buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");

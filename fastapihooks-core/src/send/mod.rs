@@ -137,9 +137,11 @@ impl Sender {
     /// idle pooled connection when there is one, else a new one. The
     /// connection goes back to the pool when the exchange left it reusable.
     async fn exchange(&self, url: &Url, request: &[u8]) -> Result<Head, DeliveryError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        // One timer for the whole exchange.
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
         let endpoint = &url[..Position::BeforePath];
-        let sent = tokio::time::timeout_at(deadline, async {
+        let exchange = async {
             if let Some(mut conn) = self.pool.take(endpoint) {
                 match round_trip(&mut conn, request).await {
                     Ok((head, body_at)) => return Ok((conn, head, body_at)),
@@ -153,22 +155,27 @@ impl Sender {
                     Err(e) => return Err(e.into_delivery_error()),
                 }
             }
-            let mut conn = self.connector.connect(url).await?;
+            // Boxed: connecting (resolver, TLS handshake) is a large state
+            // machine, needed only when no pooled connection serves; inline, it
+            // would make every delivery's future five times larger to move.
+            let mut conn = Box::pin(self.connector.connect(url)).await?;
             let (head, body_at) = round_trip(&mut conn, request).await.map_err(Exchange::into_delivery_error)?;
             Ok((conn, head, body_at))
-        })
-        .await;
-        let (mut conn, head, body_at) = match sent {
-            Ok(sent) => sent?,
-            Err(_) => return Err(DeliveryError::Timeout(self.timeout)),
+        };
+        let (mut conn, head, body_at) = tokio::select! {
+            biased;
+            sent = exchange => sent?,
+            () = &mut deadline => return Err(DeliveryError::Timeout(self.timeout)),
         };
         // The status is known: reading the body only decides whether the
         // connection can be kept. Running out of time here costs the
         // connection, not the outcome.
         let framing = head.framing;
-        let clean = tokio::time::timeout_at(deadline, http1::skip_body(&mut conn.io, &mut conn.buf, body_at, framing))
-            .await
-            .unwrap_or(false);
+        let clean = tokio::select! {
+            biased;
+            clean = http1::skip_body(&mut conn.io, &mut conn.buf, body_at, framing) => clean,
+            () = &mut deadline => false,
+        };
         if clean && head.keep_alive {
             self.pool.put(endpoint, conn);
         }
