@@ -5,7 +5,9 @@
 //!
 //! `bench-app --port 9200 --receiver http://127.0.0.1:9100 --subscribers 1 --secret S`
 //! delivers on the default `DeliveryRuntime`; `--shared` on the app's
-//! runtime, `--dedicated N` on N threads, `--nice K` at niceness K.
+//! runtime, `--dedicated N` on N threads, `--nice K` at niceness K. The
+//! library's limits apply unless `--queue`, `--endpoint-backlog`,
+//! `--max-concurrency` or `--per-endpoint` set them.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -113,6 +115,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(b) = arg("--endpoint-backlog") {
         builder = builder.max_endpoint_backlog(b.parse()?);
+    }
+    if let Some(n) = arg("--max-concurrency") {
+        builder = builder.max_concurrency(n.parse()?);
+    }
+    if let Some(n) = arg("--per-endpoint") {
+        builder = builder.per_endpoint_concurrency(n.parse()?);
     }
     // Delivery: the default runtime unless told otherwise.
     let mut runtime = match arg("--dedicated") {
