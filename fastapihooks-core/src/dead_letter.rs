@@ -100,6 +100,31 @@ impl DeliveryFailure {
     }
 }
 
+/// Why a failure could not be sent again (see
+/// [`Fastapihooks::redeliver`](crate::Fastapihooks::redeliver)). The failure
+/// is unchanged: nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedeliverError {
+    /// The runtime or worker is shut down (or shutting down).
+    #[error("fastapihooks is shut down; nothing was redelivered")]
+    ShutDown,
+    /// The event's transform failed, so it has no payload to send: emit the
+    /// event again once the transform is fixed.
+    #[error("the event's transform failed: it has no payload to redeliver")]
+    NoPayload,
+    /// This app only publishes to a queue backend; the worker that made the
+    /// delivery, and reported its failure, redelivers it.
+    #[error("deliveries are made by a worker here: redeliver with the worker that reported the failure")]
+    NotDeliveredHere,
+    /// The subscription's target URL is not a valid webhook URL.
+    #[error("invalid target URL: {0}")]
+    InvalidUrl(String),
+    /// Publishing the event to the backend again failed.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
 /// Receives final failures: the `on_failure` callback.
 ///
 /// Called from the runtime's tasks; keep it quick and non-blocking (push to

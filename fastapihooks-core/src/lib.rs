@@ -68,7 +68,7 @@ pub mod verify;
 pub mod worker;
 
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};
-pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue};
+pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue, RedeliverError};
 pub use emit::{
     BuildError, Emission, EmitError, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload,
     ResponsePayload, ShutdownReport, Transform, TransformError,

@@ -13,6 +13,7 @@ pub(crate) struct Stats {
     pub(crate) delivered: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
 }
 
 impl Stats {
@@ -31,6 +32,7 @@ impl Stats {
             delivered: get(&self.delivered),
             retried: get(&self.retried),
             failed: get(&self.failed),
+            redelivered: get(&self.redelivered),
         }
     }
 }
@@ -56,4 +58,6 @@ pub struct StatsSnapshot {
     pub retried: u64,
     /// Final failures handed to `on_failure` (events and deliveries).
     pub failed: u64,
+    /// Failures queued again by `redeliver` (each one counted once).
+    pub redelivered: u64,
 }

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::Backend;
+use crate::dead_letter::{DeliveryFailure, RedeliverError};
 use crate::dispatch::{Dispatcher, EngineConfig, OwnedRuntime};
 use crate::emit::{BuildError, ShutdownReport};
 use crate::stats::{Stats, StatsSnapshot};
@@ -75,6 +76,23 @@ impl Worker {
     /// A snapshot of the counters (`delivered`, `retried`, `failed`).
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Sends a failure this worker reported again, with a fresh round of
+    /// attempts and the same event (id included): a failed delivery to its
+    /// subscription, a failure of the whole event to the event's
+    /// subscribers now. As [`Fastapihooks::redeliver`](crate::Fastapihooks::redeliver);
+    /// nothing is acked, the event was consumed before.
+    ///
+    /// # Errors
+    /// [`RedeliverError`]: after shutdown, when the transform failed, or
+    /// when the target URL is not valid. Nothing is queued then.
+    pub async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
+        let dispatcher = self.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match dispatcher {
+            Some(dispatcher) => dispatcher.redeliver(failure).await,
+            None => Err(RedeliverError::ShutDown),
+        }
     }
 
     /// Stops consuming at once (the backend is closed), then waits, up to

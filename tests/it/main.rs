@@ -10,6 +10,7 @@ mod hook_options;
 mod hook_request;
 mod hook_util;
 mod http1;
+mod redeliver;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(feature = "redis")]

@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::routing::post;
 use fastapihooks::backend::RedisStreamsBackend;
 use fastapihooks::{
-    DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, RetryPolicy, Store, Verifier,
-    WebhookSubscription, Worker, WorkerBuilder, hook,
+    DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, RedeliverError, RetryPolicy,
+    Store, Verifier, WebhookSubscription, Worker, WorkerBuilder, hook,
 };
 use serde_json::{Value, json};
 
@@ -249,6 +249,56 @@ async fn an_event_published_while_redis_is_down_goes_to_on_failure() {
     assert_eq!(failure.event.payload.to_value(), json!({"id": "ord_1"}));
     assert!(matches!(&failure.error, DeliveryError::Backend(e) if !e.contains("hunter2")), "{:?}", failure.error);
     assert!(hooks.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test]
+async fn a_worker_redelivers_its_failures_and_an_app_republishes_a_failed_publish() {
+    let url = redis_or_skip!();
+    let key = unique_key("redeliver");
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(422), Reply::status(200)]);
+    let store = MemoryStore::new();
+    store.add("order.created", WebhookSubscription::new(rx.url("/h")).unwrap()).await.unwrap();
+    let hooks = app(&url, &key);
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let w = worker(&url, &key, Duration::from_secs(60)).store(store).on_failure(dlq.clone()).start().unwrap();
+    let id = hooks.send("order.created", &json!({"n": 1})).unwrap();
+    assert!(eventually(WAIT, || async { !dlq.is_empty() }).await);
+    let failure = dlq.drain().remove(0);
+    assert_eq!(failure.error, DeliveryError::Status { status: 422 });
+    // The app did not make the delivery: the worker redelivers it.
+    assert_eq!(hooks.redeliver(failure.clone()).await, Err(RedeliverError::NotDeliveredHere));
+    w.redeliver(failure).await.unwrap();
+    let hits = rx.wait_for("/h", 2, WAIT).await;
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.header("webhook-id") == Some(id.as_str())));
+
+    // An event whose publish failed (Redis unreachable) is published again.
+    let port = super::util::closed_port().await;
+    let down = RedisStreamsBackend::builder(format!("redis://127.0.0.1:{port}/0"))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let lost = InMemoryDeadLetterQueue::new(10);
+    let cut_off = Fastapihooks::builder().backend(down).on_failure(lost.clone()).build().unwrap();
+    let id = cut_off.send("order.created", &json!({"n": 2})).unwrap();
+    assert!(eventually(WAIT, || async { !lost.is_empty() }).await);
+    hooks.redeliver(lost.drain().remove(0)).await.unwrap();
+    let hits = rx.wait_for("/h", 3, WAIT).await;
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[2].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(hits[2].json(), json!({"n": 2}));
+    assert_eq!(hooks.stats().redelivered, 1);
+    assert!(stream_is_empty(&url, &key).await);
+    assert!(w.shutdown(WAIT).await.drained);
+    assert_eq!(w.redeliver(failure_of(id)).await, Err(RedeliverError::ShutDown));
+    assert!(cut_off.shutdown(WAIT).await.drained);
+}
+
+/// A failure of the whole event `id`, made by hand.
+fn failure_of(id: fastapihooks::EventId) -> fastapihooks::DeliveryFailure {
+    let event = fastapihooks::Event::new("order.created", fastapihooks::Payload::null()).with_id(id);
+    fastapihooks::DeliveryFailure::of_event(std::sync::Arc::new(event), DeliveryError::Shutdown { last: None })
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, BackendError, Receipt, Received};
-use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::event::Event;
 use crate::retry::RetryPolicy;
 use crate::send::Sender;
@@ -139,8 +139,9 @@ pub(crate) struct Dispatcher {
 pub(crate) struct EventDone {
     remaining: AtomicUsize,
     abandoned: AtomicBool,
-    receipt: Receipt,
-    backend: Arc<dyn Backend>,
+    /// Where the ack goes: none for a redelivery (its event was consumed
+    /// and acked before).
+    ack: Option<(Receipt, Arc<dyn Backend>)>,
 }
 
 impl EventDone {
@@ -158,13 +159,14 @@ impl EventDone {
 
     fn ack(self: &Arc<Self>, shared: &Shared) {
         // An in-process backend has nothing to redeliver: no ack to send.
-        if self.abandoned.load(Ordering::Relaxed) || self.backend.delivers_in_process() {
+        let Some((receipt, backend)) = &self.ack else { return };
+        if self.abandoned.load(Ordering::Relaxed) || backend.delivers_in_process() {
             return;
         }
-        let this = self.clone();
+        let (receipt, backend) = (receipt.clone(), backend.clone());
         shared.tasks.spawn(async move {
-            if let Err(e) = this.backend.ack(&this.receipt).await {
-                tracing::warn!(receipt = this.receipt.as_str(), error = %e, "could not ack event");
+            if let Err(e) = backend.ack(&receipt).await {
+                tracing::warn!(receipt = receipt.as_str(), error = %e, "could not ack event");
             }
         });
     }
@@ -176,12 +178,14 @@ pub(crate) enum Target {
     Static(Arc<WebhookSubscription>),
     /// A subscription from the store.
     Stored(Arc<StoredWebhookSubscription>),
+    /// The subscription of a failure sent again, with its store id if any.
+    Redelivery { subscription: Arc<WebhookSubscription>, id: Option<String> },
 }
 
 impl Target {
     pub(crate) fn subscription(&self) -> &WebhookSubscription {
         match self {
-            Self::Static(sub) => sub,
+            Self::Static(sub) | Self::Redelivery { subscription: sub, .. } => sub,
             Self::Stored(stored) => &stored.subscription,
         }
     }
@@ -191,6 +195,7 @@ impl Target {
         match self {
             Self::Static(_) => None,
             Self::Stored(stored) => Some(&stored.id),
+            Self::Redelivery { id, .. } => id.as_deref(),
         }
     }
 
@@ -199,6 +204,7 @@ impl Target {
         let (subscription, subscription_id) = match self {
             Self::Static(sub) => (sub, None),
             Self::Stored(stored) => (stored.subscription.clone(), Some(stored.id.clone())),
+            Self::Redelivery { subscription, id } => (subscription, id),
         };
         DeliveryFailure { event, subscription: Some(subscription), subscription_id, error, attempts }
     }
@@ -308,9 +314,9 @@ impl Dispatcher {
                 slot = fan_outs.clone().acquire_owned() => slot.expect("never closed"),
             };
             let this = self.clone();
-            let backend = backend.clone();
+            let ack = Some((received.receipt, backend.clone()));
             let mut fan_out = Box::pin(async move {
-                this.fan_out(received, backend).await;
+                this.fan_out(Arc::new(received.event), ack).await;
                 drop(slot);
             });
             // Usually the look-up answers at once (a memory store, a cache
@@ -335,10 +341,10 @@ impl Dispatcher {
         self.shared.fail(DeliveryFailure::of_event(Arc::new(received.event), error));
     }
 
-    /// Finds an event's subscriptions and queues one job for each.
-    async fn fan_out(&self, received: Received, backend: Arc<dyn Backend>) {
+    /// Finds an event's subscriptions and queues one job for each; once
+    /// they are all done, the event is acked where `ack` says.
+    async fn fan_out(&self, event: Arc<Event>, ack: Option<(Receipt, Arc<dyn Backend>)>) {
         let shared = &self.shared;
-        let event = Arc::new(received.event);
         let owner = event.owner_id.as_deref();
         let statics = shared.statics.get(&event.name).map_or(&[][..], |s| &s[..]);
         let mut targets: Vec<Target> = statics
@@ -370,8 +376,7 @@ impl Dispatcher {
             // while jobs are still being queued.
             remaining: AtomicUsize::new(targets.len() + 1),
             abandoned: AtomicBool::new(!complete),
-            receipt: received.receipt,
-            backend,
+            ack,
         });
         for target in targets {
             // Parsed once per URL (cached): the endpoint key and every
@@ -397,6 +402,38 @@ impl Dispatcher {
             endpoint::enqueue(&self.shared, job, false);
         }
         done.finish(shared, true);
+    }
+
+    /// Sends a reported failure again, with a fresh round of attempts and
+    /// the same event: to its subscription, or, for a failure of the whole
+    /// event, to every subscriber the event has now. Returns once it is
+    /// queued; what becomes of it is reported as for any delivery. Nothing
+    /// is acked (the event was consumed before).
+    pub(crate) async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
+        let shared = &self.shared;
+        if shared.cancel.is_cancelled() {
+            return Err(RedeliverError::ShutDown);
+        }
+        if matches!(failure.error, DeliveryError::Transform(_)) {
+            return Err(RedeliverError::NoPayload);
+        }
+        let DeliveryFailure { event, subscription, subscription_id, .. } = failure;
+        let Some(subscription) = subscription else {
+            Stats::inc(&shared.stats.redelivered);
+            self.fan_out(event, None).await;
+            return Ok(());
+        };
+        let url = shared.urls.parse(&subscription.target_url).map_err(|e| RedeliverError::InvalidUrl(e.to_string()))?;
+        let slot = tokio::select! {
+            biased;
+            slot = shared.pending.clone().acquire_owned() => slot.expect("never closed"),
+            () = shared.cancel.cancelled() => return Err(RedeliverError::ShutDown),
+        };
+        Stats::inc(&shared.stats.redelivered);
+        let done = Arc::new(EventDone { remaining: AtomicUsize::new(1), abandoned: AtomicBool::new(false), ack: None });
+        let target = Target::Redelivery { subscription, id: subscription_id };
+        endpoint::enqueue(shared, Job { event, target, url, attempts: 0, done, _slot: slot }, false);
+        Ok(())
     }
 
     /// The store's subscriptions for the event, retried per the retry policy

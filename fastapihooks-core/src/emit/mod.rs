@@ -32,7 +32,7 @@ pub use context::FastapihooksContext;
 pub use transform::{IntoPayload, Transform, TransformError};
 
 use crate::backend::{Backend, BackgroundTaskBackend};
-use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::dispatch::{Dispatcher, EngineConfig, OwnedRuntime};
 use crate::event::{Event, EventId, Payload};
 use crate::secret::SecretFormatError;
@@ -579,6 +579,61 @@ impl Fastapihooks {
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Sends a reported failure again (one given to `on_failure`, say from
+    /// an [`InMemoryDeadLetterQueue`](crate::InMemoryDeadLetterQueue)), with
+    /// a fresh round of attempts. The event is the same, id included, so a
+    /// receiver that got it after all can tell:
+    ///
+    /// - a failed delivery goes to its subscription again, and to no other;
+    /// - a failure of the whole event (intake queue full, store down, shut
+    ///   down before fan-out) is fanned out again, to the subscribers the
+    ///   event has now;
+    /// - with a queue backend, an event whose publish failed is published
+    ///   again (the worker delivers it).
+    ///
+    /// Returns once the failure is queued again; its outcome is reported as
+    /// any delivery's is, to `on_failure` if it fails again.
+    ///
+    /// ```no_run
+    /// # use fastapihooks_core::{Fastapihooks, InMemoryDeadLetterQueue};
+    /// # async fn f(hooks: Fastapihooks, dlq: InMemoryDeadLetterQueue) {
+    /// // The endpoint is back: send everything that failed again.
+    /// for failure in dlq.drain() {
+    ///     if let Err(e) = hooks.redeliver(failure.clone()).await {
+    ///         eprintln!("not redelivered: {e}");
+    ///         dlq.push(failure);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedeliverError`]: after shutdown; when the
+    /// transform failed (there is no payload); when a queue backend's worker
+    /// made the delivery; when the target URL is not valid; when publishing
+    /// again fails. Nothing is queued then.
+    pub async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(RedeliverError::ShutDown);
+        }
+        let dispatcher = self.inner.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(dispatcher) = dispatcher {
+            return dispatcher.redeliver(failure).await;
+        }
+        // A queue backend: this app publishes, a worker delivers.
+        if failure.subscription.is_some() {
+            return Err(RedeliverError::NotDeliveredHere);
+        }
+        if matches!(failure.error, DeliveryError::Transform(_)) {
+            return Err(RedeliverError::NoPayload);
+        }
+        let pipeline = &self.inner.pipeline;
+        pipeline.backend.publish((*failure.event).clone()).await.map_err(|e| RedeliverError::Backend(e.to_string()))?;
+        Stats::inc(&self.inner.stats.redelivered);
+        Stats::inc(&self.inner.stats.published);
+        Ok(())
     }
 
     /// Stops intake and waits, up to `deadline`, until every queued event
