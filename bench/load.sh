@@ -72,6 +72,14 @@ rx_stat() { curl -s "$RX/stats" | jget "['$1']"; }
 app_stat() { curl -s "$APP/admin/stats" | jget "['$1']"; }
 # CPU time (user + system) a process has used, in milliseconds.
 cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; }
+# The same, of the process's threads whose name starts with $2.
+threads_cpu_ms() {
+  local t sum=0
+  for t in /proc/"$1"/task/*; do
+    [[ $(cat "$t/comm" 2>/dev/null) == "$2"* ]] && sum=$((sum + $(awk '{print ($14 + $15) * 10}' "$t/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
 # The fixed-rate measurements (see the loop below): `rounds` rounds of one
 # 2-second slice at 5,000 req/s on each app.
 FIXED_VARIANTS=(0sub default shared nice10)
@@ -160,8 +168,10 @@ for run in $(seq "$RUNS"); do
   for subs in 1 10; do
     start_app "$subs"
     curl -s -XPOST "$RX/reset" >/dev/null
+    rx0=$(cpu_ms "$RX_PID"); d0=$(threads_cpu_ms "$APP_PID" fastapihooks-de); w0=$(threads_cpu_ms "$APP_PID" tokio-rt-worker)
     rps=$(wrk_rps "$APP/hooked")
     delivered_during=$(rx_stat unique)
+    rx1=$(cpu_ms "$RX_PID"); d1=$(threads_cpu_ms "$APP_PID" fastapihooks-de); w1=$(threads_cpu_ms "$APP_PID" tokio-rt-worker)
     emitted=$(app_stat emitted)
     want=$((emitted * subs))
     lag_ms=$(drain "$want")
@@ -176,6 +186,12 @@ for run in $(seq "$RUNS"); do
     record "b${subs}_reported" "$failed"
     record "b${subs}_lost" "$((want - got - failed))"
     record "b${subs}_bad_signatures" "$bad"
+    # Where the two cores went while wrk ran (cores = CPU seconds per second).
+    record "b${subs}_cores_app_requests" "$(python3 -c "print(($w1 - $w0) / 1000 / $DURATION)")"
+    record "b${subs}_cores_app_delivery" "$(python3 -c "print(($d1 - $d0) / 1000 / $DURATION)")"
+    record "b${subs}_cores_receiver" "$(python3 -c "print(($rx1 - $rx0) / 1000 / $DURATION)")"
+    record "b${subs}_rx_cpu_us" "$(python3 -c "print(($rx1 - $rx0) * 1000 / max($delivered_during, 1))")"
+    record "b${subs}_delivery_cpu_us" "$(python3 -c "print(($d1 - $d0) * 1000 / max($delivered_during, 1))")"
     stop_app
   done
 
@@ -192,8 +208,12 @@ for run in $(seq "$RUNS"); do
   stop_app
 
   # (d) the receiver's own capacity with signed bodies, and (b10) as a share of it.
+  rx0=$(cpu_ms "$RX_PID")
   cap=$(wrk_rps "$RX/s0" bench/lua/signed.lua)
+  rx1=$(cpu_ms "$RX_PID")
   record d_receiver_rps "$cap"
+  record d_cores_receiver "$(python3 -c "print(($rx1 - $rx0) / 1000 / $DURATION)")"
+  record d_rx_cpu_us "$(python3 -c "print(($rx1 - $rx0) * 1000 / ($cap * $DURATION))")"
   record d_10sub_share "$(python3 -c "print($(grep "^b10_deliveries_per_s " "$RESULTS" | tail -1 | cut -d' ' -f2) / $cap)")"
   stop_receiver
 
