@@ -98,6 +98,15 @@ impl DeliveryFailure {
     pub fn of_event(event: Arc<Event>, error: DeliveryError) -> Self {
         Self { event, subscription: None, subscription_id: None, error, attempts: 0 }
     }
+
+    /// Whether the event can be sent again: not when its transform failed,
+    /// which left it without a payload.
+    pub(crate) fn check_redeliverable(&self) -> Result<(), RedeliverError> {
+        match self.error {
+            DeliveryError::Transform(_) => Err(RedeliverError::NoPayload),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Why a failure could not be sent again (see

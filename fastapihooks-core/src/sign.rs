@@ -232,9 +232,16 @@ impl Signer {
             return if secrets.is_empty() { Ok(()) } else { Err(SignError::AllSecretsExpired) };
         };
         let mut standard = None;
-        let mut digits = [0u8; 20];
+        let mut digits = [0; 20];
+        let before_1970;
         if self.schemes.standard {
-            let timestamp = decimal(at.timestamp(), &mut digits);
+            let timestamp = match u64::try_from(at.timestamp()) {
+                Ok(secs) => crate::send::http1::decimal(secs, &mut digits),
+                Err(_) => {
+                    before_1970 = at.timestamp().to_string();
+                    &before_1970
+                }
+            };
             let mut value = String::with_capacity(active().count() * 48);
             for secret in active() {
                 if !value.is_empty() {
@@ -270,25 +277,6 @@ impl Signer {
     }
 }
 
-/// `n` in decimal, written into `buf` (no allocation per delivery).
-fn decimal(n: i64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
-}
-
 /// Where signature headers go: an `http::HeaderMap`, or a request being
 /// written.
 pub(crate) trait HeaderSink {
@@ -321,10 +309,14 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_written_in_decimal() {
-        let mut buf = [0u8; 20];
-        for n in [0, 7, 10, 1_614_265_330, -1, -1_614_265_330, i64::MAX, i64::MIN] {
-            assert_eq!(decimal(n, &mut buf), n.to_string());
+    fn timestamps_before_and_after_1970_are_signed_as_written() {
+        for secs in [0, 1_614_265_330, -86_400] {
+            let at = Utc.timestamp_opt(secs, 0).single().unwrap();
+            let mut h = HeaderMap::new();
+            Signer::new(Some(Secret::new(SPEC_SECRET))).sign(SPEC_ID, at, SPEC_BODY, &[], &mut h).unwrap();
+            assert_eq!(h[WEBHOOK_TIMESTAMP_HEADER], secs.to_string());
+            let key = Secret::new(SPEC_SECRET).signing_key().unwrap();
+            assert_eq!(h[WEBHOOK_SIGNATURE_HEADER], standard_signature(&key, SPEC_ID, secs, SPEC_BODY));
         }
     }
 

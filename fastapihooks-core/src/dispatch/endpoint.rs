@@ -171,7 +171,7 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
             job.fail(&shared, DeliveryError::Shutdown { last: None });
             continue;
         }
-        let permit = match kept.take().map_or_else(|| shared.global.try_acquire().ok(), Some) {
+        let permit = match kept.take().or_else(|| shared.global.try_acquire().ok()) {
             Some(permit) => permit,
             None => tokio::select! {
                 biased;

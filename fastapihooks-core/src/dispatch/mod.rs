@@ -414,9 +414,7 @@ impl Dispatcher {
         if shared.cancel.is_cancelled() {
             return Err(RedeliverError::ShutDown);
         }
-        if matches!(failure.error, DeliveryError::Transform(_)) {
-            return Err(RedeliverError::NoPayload);
-        }
+        failure.check_redeliverable()?;
         let DeliveryFailure { event, subscription, subscription_id, .. } = failure;
         let Some(subscription) = subscription else {
             Stats::inc(&shared.stats.redelivered);

@@ -610,10 +610,10 @@ impl Fastapihooks {
     /// ```
     ///
     /// # Errors
-    /// [`RedeliverError`]: after shutdown; when the
-    /// transform failed (there is no payload); when a queue backend's worker
-    /// made the delivery; when the target URL is not valid; when publishing
-    /// again fails. Nothing is queued then.
+    /// [`RedeliverError`]: after shutdown; when the transform failed (there
+    /// is no payload); when a queue backend's worker made the delivery; when
+    /// the target URL is not valid; when publishing again fails. Nothing is
+    /// queued then.
     pub async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(RedeliverError::ShutDown);
@@ -626,9 +626,7 @@ impl Fastapihooks {
         if failure.subscription.is_some() {
             return Err(RedeliverError::NotDeliveredHere);
         }
-        if matches!(failure.error, DeliveryError::Transform(_)) {
-            return Err(RedeliverError::NoPayload);
-        }
+        failure.check_redeliverable()?;
         let pipeline = &self.inner.pipeline;
         pipeline.backend.publish((*failure.event).clone()).await.map_err(|e| RedeliverError::Backend(e.to_string()))?;
         Stats::inc(&self.inner.stats.redelivered);

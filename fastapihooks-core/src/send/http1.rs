@@ -95,18 +95,23 @@ impl crate::sign::HeaderSink for Request {
     }
 }
 
-fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+fn push_decimal(buf: &mut Vec<u8>, n: usize) {
+    buf.extend_from_slice(decimal(n as u64, &mut [0; 20]).as_bytes());
+}
+
+/// `n` in decimal, written at the end of `buf`: a number in a header costs
+/// no allocation.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    buf.extend_from_slice(&digits[i..]);
+    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
 }
 
 /// How the response body is delimited.

@@ -156,8 +156,8 @@ impl Sender {
                 }
             }
             // Boxed: connecting (resolver, TLS handshake) is a large state
-            // machine, needed only when no pooled connection serves; inline, it
-            // would make every delivery's future five times larger to move.
+            // machine, needed only when no pooled connection serves; inline,
+            // it made every delivery's future 1,688 bytes to move, not 664.
             let mut conn = Box::pin(self.connector.connect(url)).await?;
             let (head, body_at) = round_trip(&mut conn, request).await.map_err(Exchange::into_delivery_error)?;
             Ok((conn, head, body_at))
