@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::json;
 
-use super::redis_util::{backend, connect, pending, redis_or_skip, unique_key, xlen};
+use super::redis_util::{backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -118,6 +118,65 @@ async fn a_dead_consumers_entries_are_claimed_by_a_live_one() {
     let mut conn = connect(&url).await;
     assert_eq!(pending(&mut conn, &key, live.group()).await, 0);
     assert_eq!(xlen(&mut conn, &key).await, 0);
+}
+
+/// The names of the group's consumers, sorted.
+async fn consumers(url: &str, key: &str, group: &str) -> Vec<String> {
+    let mut conn = connect(url).await;
+    let infos: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(group).query_async(&mut conn).await.unwrap();
+    let mut names: Vec<String> = infos
+        .iter()
+        .filter_map(|info| match info.get("name") {
+            Some(redis::Value::BulkString(name)) => Some(String::from_utf8_lossy(name).into_owned()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn consumers_idle_with_nothing_pending_are_forgotten_and_the_others_kept() {
+    let url = redis_or_skip!();
+    let key = unique_key("forget");
+    // Two past workers: one died holding an entry, one acked all it read.
+    let holder = backend(&url, &key).consumer("a-holder").build().unwrap();
+    holder.publish(event(1)).await.unwrap();
+    let mut stream = holder.consume();
+    next(&mut stream).await.unwrap();
+    drop(stream);
+    let idle = backend(&url, &key).consumer("b-idle").build().unwrap();
+    idle.publish(event(2)).await.unwrap();
+    let mut stream = idle.consume();
+    idle.ack(&next(&mut stream).await.unwrap().receipt).await.unwrap();
+    drop(stream);
+    assert_eq!(consumers(&url, &key, holder.group()).await, ["a-holder", "b-idle"]);
+
+    // The held entry is not claimed here (the claim min-idle is 60 s).
+    let live = backend(&url, &key)
+        .consumer("c-live")
+        .block(Duration::from_millis(20))
+        .claim_interval(Duration::from_millis(50))
+        .forget_consumers_after(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let mut stream = live.consume();
+    let driver = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    let forgotten = eventually(WAIT, || {
+        let url = url.clone();
+        let key = key.clone();
+        // (Redis 7.0 lists a consumer once it got an entry: c-live has none.)
+        async move {
+            let names = consumers(&url, &key, "fastapihooks").await;
+            names.contains(&"a-holder".to_owned()) && !names.contains(&"b-idle".to_owned())
+        }
+    })
+    .await;
+    assert!(forgotten, "left: {:?}", consumers(&url, &key, live.group()).await);
+    let mut conn = connect(&url).await;
+    assert_eq!(pending(&mut conn, &key, live.group()).await, 1, "the holder's entry stays pending, to be claimed");
+    driver.abort();
 }
 
 #[tokio::test]

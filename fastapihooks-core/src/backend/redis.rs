@@ -67,6 +67,7 @@ pub struct RedisStreamsBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     max_backoff: Duration,
+    forget_consumers_after: Duration,
 }
 
 impl fmt::Debug for RedisStreamsBuilder {
@@ -191,6 +192,18 @@ impl RedisStreamsBuilder {
         self
     }
 
+    /// How long another consumer of the group must have been idle, with no
+    /// entry pending, before it is removed from the group (default 1 hour;
+    /// at least ten block times). Workers named by default get a new
+    /// name each start, so without this the group would list every worker
+    /// that ever ran. A live worker reads at least every block time, so it
+    /// is never idle that long; a dead one's entries are claimed first.
+    #[must_use]
+    pub fn forget_consumers_after(mut self, idle: Duration) -> Self {
+        self.forget_consumers_after = idle;
+        self
+    }
+
     /// Checks the settings and makes the backend. Connects lazily: nothing
     /// is sent to Redis until the first publish or consume.
     ///
@@ -239,6 +252,7 @@ impl RedisStreamsBuilder {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             max_backoff: self.max_backoff.max(Duration::from_millis(50)),
+            forget_consumers_after: self.forget_consumers_after.max(self.block * 10),
         };
         Ok(RedisStreamsBackend {
             inner: Arc::new(Inner {
@@ -309,6 +323,7 @@ struct Config {
     timeout: Duration,
     connect_timeout: Duration,
     max_backoff: Duration,
+    forget_consumers_after: Duration,
 }
 
 struct Inner {
@@ -354,6 +369,7 @@ impl RedisStreamsBackend {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
+            forget_consumers_after: Duration::from_secs(3600),
         }
     }
 
@@ -675,6 +691,7 @@ impl Consumer {
         // A full scan done: wait for the next interval; else go on at once.
         if cursor == "0-0" {
             self.next_claim = Some(Instant::now() + config.claim_interval);
+            forget_idle_consumers(conn, config).await;
         } else {
             self.next_claim = None;
         }
@@ -828,6 +845,39 @@ fn start_heartbeat(inner: Arc<Inner>) -> DropGuard {
         }
     });
     guard
+}
+
+/// Removes the group's consumers (other than this one) idle for longer than
+/// `forget_consumers_after` with nothing pending, in one script, so that no
+/// consumer can read an entry between the check and the removal. A failure
+/// is logged and left for the next scan.
+async fn forget_idle_consumers(conn: &mut MultiplexedConnection, config: &Config) {
+    const SCRIPT: &str = r"
+        local removed = 0
+        for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+            local info = {}
+            for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+            if info.name ~= ARGV[3] and info.pending == 0 and info.idle >= tonumber(ARGV[2]) then
+                redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
+                removed = removed + 1
+            end
+        end
+        return removed";
+    let idle_ms = u64::try_from(config.forget_consumers_after.as_millis()).unwrap_or(u64::MAX);
+    let removed = redis::cmd("EVAL")
+        .arg(SCRIPT)
+        .arg(1)
+        .arg(&config.stream)
+        .arg(&config.group)
+        .arg(idle_ms)
+        .arg(&config.consumer)
+        .query_async::<u64>(conn)
+        .await;
+    match removed {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, group = %config.group, "forgot consumers idle with nothing pending"),
+        Err(e) => tracing::debug!(error = %e, "could not look for idle consumers"),
+    }
 }
 
 /// One stream entry as read: its id and field/value pairs.
