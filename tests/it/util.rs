@@ -173,6 +173,14 @@ impl LogCapture {
     }
 
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        // tracing caches each callsite's interest for the whole process. While
+        // only one dispatcher is registered, a thread without a subscriber (a
+        // test running beside this one) that reaches a callsite first caches
+        // "never" for every thread, and this capture misses the event
+        // (tokio-rs/tracing#3611). A second dispatcher, kept for the whole
+        // run, makes tracing ask every registered dispatcher instead.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let writer = self.clone();
         let sub = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
