@@ -33,11 +33,16 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct StartArgs {
-    /// The Redis URL, `redis://[:password@]host[:port][/db]`. Prefer the
-    /// environment variable when there is a password: command lines are
-    /// visible to every user of the machine.
+    /// The Redis URL, `redis://[:password@]host[:port][/db]`, or
+    /// `rediss://...` for TLS. Prefer the environment variable when there is
+    /// a password: command lines are visible to every user of the machine.
     #[arg(long, env = "FASTAPIHOOKS_REDIS_URL", hide_env_values = true)]
     redis_url: String,
+
+    /// With a `rediss://` URL: trust the root certificates in this PEM file
+    /// instead of the system's (a private CA).
+    #[arg(long, value_name = "PEM_FILE")]
+    redis_ca_file: Option<std::path::PathBuf>,
 
     /// Where subscriptions live: `memory` (none: only the static
     /// subscribers the events carry), `sqlite://path.db`,
@@ -134,6 +139,13 @@ async fn start(args: StartArgs) -> Result<bool, String> {
         .max_deliveries(args.max_deliveries);
     let backend = match args.consumer {
         Some(name) => backend.consumer(name),
+        None => backend,
+    };
+    let backend = match &args.redis_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("--redis-ca-file {}: {e}", path.display()))?;
+            backend.tls_root_certificates(pem)
+        }
         None => backend,
     };
     let backend = backend.build().map_err(|e| format!("--redis-url: {e}"))?;

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::json;
 
-use super::redis_util::{backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
+use super::redis_util::{RedisServer, TEST_CA, backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -177,6 +177,37 @@ async fn consumers_idle_with_nothing_pending_are_forgotten_and_the_others_kept()
     let mut conn = connect(&url).await;
     assert_eq!(pending(&mut conn, &key, live.group()).await, 1, "the holder's entry stays pending, to be claimed");
     driver.abort();
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_verify_the_server() {
+    let Some(server) = RedisServer::start_tls().await else { return };
+    let url = server.url();
+    assert!(url.starts_with("rediss://localhost:"), "{url}");
+    let key = unique_key("tls");
+    let ca = std::fs::read(TEST_CA).unwrap();
+    let b = backend(&url, &key).tls_root_certificates(ca).build().unwrap();
+    let sent = event(7);
+    b.publish(sent.clone()).await.unwrap();
+    let mut stream = b.consume();
+    let got = next(&mut stream).await.unwrap();
+    assert_eq!(got.event.id, sent.id);
+    b.ack(&got.receipt).await.unwrap();
+
+    // Without the test CA the system's roots do not trust the server: a
+    // clear error, not a plain-text fallback, and no panic.
+    let untrusting = backend(&url, &key).connect_timeout(Duration::from_secs(2)).build().unwrap();
+    let err = untrusting.publish(event(8)).await.unwrap_err();
+    assert!(matches!(err, BackendError::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // Certificates that are not PEM: an error at build or at use, no panic.
+    let garbage = backend(&url, &key).tls_root_certificates(b"not a certificate".to_vec()).build();
+    if let Ok(garbage) = garbage {
+        assert!(garbage.publish(event(9)).await.is_err());
+    }
+    // A CA given with a plain redis:// URL is a mistake, refused at build.
+    let plain = RedisStreamsBackend::builder("redis://127.0.0.1:1/0").tls_root_certificates(b"x".to_vec()).build();
+    assert!(plain.is_err());
 }
 
 #[tokio::test]

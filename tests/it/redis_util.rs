@@ -98,12 +98,28 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Serves TLS only (`rediss://`), with the `send` tests' certificate.
+    tls: bool,
 }
+
+/// The test CA and the `localhost` / `127.0.0.1` certificate it signed.
+pub const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fastapihooks-core/src/send/testdata/ca.pem");
+const TEST_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fastapihooks-core/src/send/testdata/server.pem");
+const TEST_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fastapihooks-core/src/send/testdata/server.key");
 
 impl RedisServer {
     /// Starts one; `None` (skipped) when `redis-server` is not installed,
     /// except in CI, where that fails the test.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Starts one that speaks TLS only.
+    pub async fn start_tls() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Self> {
         if binary().is_none() {
             assert!(std::env::var_os("CI").is_none(), "redis-server must be installed in CI (scripts/deps.sh)");
             eprintln!("skipped: redis-server is not installed");
@@ -115,18 +131,28 @@ impl RedisServer {
         };
         let dir = std::env::temp_dir().join(format!("fh-redis-{}", fastapihooks::EventId::new().as_str()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self { child: None, port, dir };
+        let mut server = Self { child: None, port, dir, tls };
         server.spawn().await;
         Some(server)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}/0", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
     }
 
     async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: [&str; 4] = if self.tls { ["--port", "0", "--tls-port", &port] } else { ["--port", &port, "", ""] };
+        let tls = ["--tls-cert-file", TEST_CERT, "--tls-key-file", TEST_KEY, "--tls-ca-cert-file", TEST_CA];
         let child = Command::new(binary().expect("checked"))
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(ports.iter().filter(|a| !a.is_empty()))
+            .args(if self.tls { &tls[..] } else { &[] })
+            .args(if self.tls { &["--tls-auth-clients", "no"][..] } else { &[] })
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
@@ -139,7 +165,13 @@ impl RedisServer {
         let up = eventually(Duration::from_secs(10), || {
             let url = url.clone();
             async move {
-                let Ok(client) = redis::Client::open(url) else { return false };
+                let client = if url.starts_with("rediss://") {
+                    let ca = std::fs::read(TEST_CA).expect("test CA");
+                    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(ca) })
+                } else {
+                    redis::Client::open(url)
+                };
+                let Ok(client) = client else { return false };
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
                 redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }

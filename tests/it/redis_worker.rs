@@ -19,7 +19,7 @@ use fastapihooks::{
 use serde_json::{Value, json};
 
 use super::hook_util::{call, post_json};
-use super::redis_util::{RedisServer, backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
+use super::redis_util::{RedisServer, TEST_CA, backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
 use super::util::{LogCapture, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -382,6 +382,37 @@ mod cli {
         assert!(status.success(), "{status:?}\n{stderr}");
         assert!(stderr.contains("worker stopped"), "{stderr}");
         assert!(!stderr.contains(SECRET), "the secret is never logged");
+    }
+
+    /// Redis over TLS (`rediss://`), with the server's private CA given by file.
+    #[tokio::test]
+    async fn start_consumes_over_tls_trusting_the_given_ca() {
+        let Some(server) = RedisServer::start_tls().await else { return };
+        let Some(bin) = bin() else { return };
+        let url = server.url();
+        let key = unique_key("cli-tls");
+        let rx = Receiver::start().await;
+        let ca = std::fs::read(TEST_CA).unwrap();
+        let hooks = Fastapihooks::builder()
+            .backend(backend(&url, &key).tls_root_certificates(ca).build().unwrap())
+            .subscriber("order.created", WebhookSubscription::new(rx.url("/tls")).unwrap())
+            .build()
+            .unwrap();
+        hooks.send("order.created", &json!({"id": "ord_tls"})).unwrap();
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &url, "--redis-ca-file", TEST_CA, "--stream", &key])
+            .args(["--allow-cidr", "127.0.0.0/8"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hits = rx.wait_for("/tls", 1, WAIT).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].json(), json!({"id": "ord_tls"}));
+        assert!(hooks.shutdown(WAIT).await.drained);
     }
 
     /// Subscriptions from a SQL store (SQLite here), signed with the secret.

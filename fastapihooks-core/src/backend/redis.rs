@@ -68,6 +68,8 @@ pub struct RedisStreamsBuilder {
     connect_timeout: Duration,
     max_backoff: Duration,
     forget_consumers_after: Duration,
+    /// PEM root certificates for `rediss://`, instead of the system's.
+    tls_roots: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStreamsBuilder {
@@ -204,14 +206,47 @@ impl RedisStreamsBuilder {
         self
     }
 
+    /// For a `rediss://` URL: trust these root certificates (PEM) instead of
+    /// the system's, say a private CA's. The server's name is checked
+    /// against its certificate either way.
+    #[must_use]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
     /// Checks the settings and makes the backend. Connects lazily: nothing
-    /// is sent to Redis until the first publish or consume.
+    /// is sent to Redis until the first publish or consume. With a
+    /// `rediss://` URL, if the process has no default rustls crypto
+    /// provider yet, this installs aws-lc-rs (the one the webhook client
+    /// uses) as the default.
     ///
     /// # Errors
-    /// The URL is not a Redis URL, or a setting is empty or zero.
+    /// The URL is not a Redis URL, root certificates were given for a
+    /// plain `redis://` URL, or a setting is empty or zero.
     pub fn build(self) -> Result<RedisStreamsBackend, RedisConfigError> {
-        let client = Client::open(self.url.expose())
-            .map_err(|e| RedisConfigError::InvalidUrl { url: redact_url(self.url.expose()), reason: e.to_string() })?;
+        let invalid_url =
+            |e: RedisError| RedisConfigError::InvalidUrl { url: redact_url(self.url.expose()), reason: e.to_string() };
+        let tls = self.url.expose().starts_with("rediss://");
+        if tls {
+            // redis-rs builds its TLS set-up with rustls' process default,
+            // which is ambiguous (a panic when connecting) if the app
+            // compiled in two providers and installed none: settle it as the
+            // webhook client does.
+            if tokio_rustls::rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+            }
+        } else if self.tls_roots.is_some() {
+            return Err(RedisConfigError::Invalid("TLS root certificates need a rediss:// URL"));
+        }
+        let client = match &self.tls_roots {
+            Some(pem) => {
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+                Client::build_with_tls(self.url.expose(), certs)
+            }
+            None => Client::open(self.url.expose()),
+        }
+        .map_err(invalid_url)?;
         if self.stream.is_empty() {
             return Err(RedisConfigError::Invalid("the stream key is empty"));
         }
@@ -352,7 +387,11 @@ impl fmt::Debug for RedisStreamsBackend {
 }
 
 impl RedisStreamsBackend {
-    /// A builder for a backend on the Redis at `url` (`redis://[:password@]host[:port][/db]`).
+    /// A builder for a backend on the Redis at `url`
+    /// (`redis://[:password@]host[:port][/db]`, or `rediss://...` for TLS,
+    /// checked against the system's root certificates unless
+    /// [`tls_root_certificates`](RedisStreamsBuilder::tls_root_certificates)
+    /// says otherwise).
     pub fn builder(url: impl Into<Secret>) -> RedisStreamsBuilder {
         RedisStreamsBuilder {
             url: url.into(),
@@ -370,6 +409,7 @@ impl RedisStreamsBackend {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
             forget_consumers_after: Duration::from_secs(3600),
+            tls_roots: None,
         }
     }
 
