@@ -346,6 +346,20 @@ mod cli {
         bin
     }
 
+    /// `fastapihooks start` with `args`, allowed to deliver to 127.0.0.1,
+    /// signing with the test secret, its output discarded.
+    fn start_quietly(bin: &str, args: &[&str]) -> std::process::Child {
+        Command::new(bin)
+            .arg("start")
+            .args(args)
+            .args(["--allow-cidr", "127.0.0.0/8"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn start_delivers_signed_webhooks_and_stops_cleanly_on_sigterm() {
         let url = redis_or_skip!();
@@ -399,14 +413,7 @@ mod cli {
             .build()
             .unwrap();
         hooks.send("order.created", &json!({"id": "ord_tls"})).unwrap();
-        let mut child = Command::new(bin)
-            .args(["start", "--redis-url", &url, "--redis-ca-file", TEST_CA, "--stream", &key])
-            .args(["--allow-cidr", "127.0.0.0/8"])
-            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = start_quietly(bin, &["--redis-url", &url, "--redis-ca-file", TEST_CA, "--stream", &key]);
         let hits = rx.wait_for("/tls", 1, WAIT).await;
         let _ = child.kill();
         let _ = child.wait();
@@ -432,14 +439,7 @@ mod cli {
         store.close().await;
         let hooks = app(&url, &key);
         hooks.send("order.created", &json!({"id": "ord_sql"})).unwrap();
-        let mut child = Command::new(bin)
-            .args(["start", "--redis-url", &url, "--stream", &key, "--store", &db.url()])
-            .args(["--allow-cidr", "127.0.0.0/8"])
-            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = start_quietly(bin, &["--redis-url", &url, "--stream", &key, "--store", &db.url()]);
         let hits = rx.wait_for("/sql", 1, WAIT).await;
         let emptied = stream_is_empty(&url, &key).await;
         let _ = child.kill();
