@@ -526,9 +526,14 @@ async fn each_endpoints_deliveries_stay_on_one_delivery_thread() {
         },
     );
     // 24 endpoints where nothing listens: each delivery is retried (timers,
-    // re-queued) before it is reported. They take the threads in turn.
-    for _ in 0..24 {
-        builder = builder.subscriber("e", sub(format!("http://127.0.0.1:{}/x", closed_port().await)));
+    // re-queued) before it is reported. They take the threads in turn. (A
+    // port just freed may come back: keep asking until 24 differ.)
+    let mut ports = HashSet::new();
+    while ports.len() < 24 {
+        ports.insert(closed_port().await);
+    }
+    for port in ports {
+        builder = builder.subscriber("e", sub(format!("http://127.0.0.1:{port}/x")));
     }
     let hooks = builder.build().unwrap();
     for i in 0..3 {
