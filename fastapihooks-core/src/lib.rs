@@ -65,6 +65,7 @@ mod stats;
 pub mod store;
 pub mod subscription;
 pub mod verify;
+mod wire;
 pub mod worker;
 
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};

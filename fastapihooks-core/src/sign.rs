@@ -212,19 +212,6 @@ impl Signer {
         secrets: &[SigningSecret],
         headers: &mut HeaderMap,
     ) -> Result<(), SignError> {
-        self.sign_into(id, at, body, secrets, headers)
-    }
-
-    /// [`sign`](Self::sign), writing the headers to any sink: the sender
-    /// writes them straight into the request buffer.
-    pub(crate) fn sign_into(
-        &self,
-        id: &str,
-        at: DateTime<Utc>,
-        body: &[u8],
-        secrets: &[SigningSecret],
-        headers: &mut impl HeaderSink,
-    ) -> Result<(), SignError> {
         // The subscription's active secrets, or (when it has none) the global one.
         let global = if secrets.is_empty() { self.secret.as_ref() } else { None };
         let active = || global.into_iter().chain(secrets.iter().filter(move |s| s.is_active_at(at)).map(|s| &s.secret));
@@ -236,7 +223,7 @@ impl Signer {
         let before_1970;
         if self.schemes.standard {
             let timestamp = match u64::try_from(at.timestamp()) {
-                Ok(secs) => crate::send::http1::decimal(secs, &mut digits),
+                Ok(secs) => crate::wire::decimal(secs, &mut digits),
                 Err(_) => {
                     before_1970 = at.timestamp().to_string();
                     &before_1970
@@ -252,7 +239,7 @@ impl Signer {
                 value.push_str("v1,");
                 BASE64.encode_string(digest, &mut value);
             }
-            if !crate::send::http1::is_valid_header_value(id.as_bytes()) {
+            if !crate::wire::is_valid_header_value(id.as_bytes()) {
                 return Err(SignError::InvalidId);
             }
             standard = Some((timestamp, value));
@@ -266,29 +253,22 @@ impl Signer {
             out
         });
         if let Some((timestamp, value)) = &standard {
-            headers.push(WEBHOOK_ID_HEADER, id);
-            headers.push(WEBHOOK_TIMESTAMP_HEADER, timestamp);
-            headers.push(WEBHOOK_SIGNATURE_HEADER, value);
+            put(headers, WEBHOOK_ID_HEADER, id);
+            put(headers, WEBHOOK_TIMESTAMP_HEADER, timestamp);
+            put(headers, WEBHOOK_SIGNATURE_HEADER, value);
         }
         if let Some(legacy) = &legacy {
-            headers.push(SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));
+            put(headers, SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));
         }
         Ok(())
     }
 }
 
-/// Where signature headers go: an `http::HeaderMap`, or a request being
-/// written.
-pub(crate) trait HeaderSink {
-    /// Adds one header. `value` is a valid header value.
-    fn push(&mut self, name: &'static str, value: &str);
-}
-
-impl HeaderSink for HeaderMap {
-    fn push(&mut self, name: &'static str, value: &str) {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            self.insert(name, value);
-        }
+/// Adds one signature header; `value` was built or checked as a valid
+/// header value.
+fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
     }
 }
 

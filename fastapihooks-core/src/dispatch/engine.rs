@@ -17,8 +17,8 @@ use crate::dead_letter::{FailureHandler, LogFailures};
 use crate::emit::BuildError;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
-use crate::send::Sender;
 use crate::send::guard::NetworkPolicy;
+use crate::send::{HeadLimits, Proxy, Sender, SenderConfig};
 use crate::sign::{SignatureSchemes, Signer};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -99,6 +99,32 @@ macro_rules! engine_setters {
             self
         }
 
+        /// Sends every delivery through a forward proxy (default: none;
+        /// proxy variables of the environment are ignored unless you pass
+        /// [`Proxy::from_env`](crate::send::Proxy::from_env)). The network
+        /// policy still vets every receiver first.
+        #[must_use]
+        pub fn proxy(mut self, proxy: $crate::send::Proxy) -> Self {
+            self.engine.proxy = Some(proxy);
+            self
+        }
+
+        /// Most headers a receiver's response head may have (default 100,
+        /// as hyper). A larger head fails the attempt as a network error.
+        #[must_use]
+        pub fn max_response_headers(mut self, n: usize) -> Self {
+            self.engine.head_limits.max_headers = n.max(1);
+            self
+        }
+
+        /// Largest response head a receiver may send, status line and
+        /// headers, in bytes (default 417,792, as hyper; at least 8 KiB).
+        #[must_use]
+        pub fn max_response_head_bytes(mut self, n: usize) -> Self {
+            self.engine.head_limits.max_bytes = n.max(8 * 1024);
+            self
+        }
+
         /// Requests in flight, all endpoints together (default 100).
         #[must_use]
         pub fn max_concurrency(mut self, n: usize) -> Self {
@@ -151,6 +177,8 @@ pub(crate) struct EngineConfig {
     pub(crate) network: NetworkPolicy,
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) head_limits: HeadLimits,
     pub(crate) limits: Limits,
     pub(crate) runtime: DeliveryRuntime,
 }
@@ -167,6 +195,8 @@ impl Default for EngineConfig {
             network: NetworkPolicy::default(),
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            proxy: None,
+            head_limits: HeadLimits::default(),
             limits: Limits::default(),
             runtime: DeliveryRuntime::default(),
         }
@@ -207,7 +237,14 @@ impl EngineConfig {
         stats: Arc<Stats>,
     ) -> Result<(Dispatcher, Option<OwnedRuntime>), BuildError> {
         let signer = Signer::new(self.signing_secret).with_schemes(self.signature_schemes);
-        let sender = Sender::new(self.network, signer, self.timeout, self.connect_timeout).map_err(BuildError::Http)?;
+        let config = SenderConfig {
+            policy: self.network,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            proxy: self.proxy,
+            head_limits: self.head_limits,
+        };
+        let sender = Sender::new(config, signer).map_err(BuildError::Http)?;
         let runtime = self.runtime.start().map_err(BuildError::Runtime)?;
         let cancel = CancellationToken::new();
         let dispatcher = Dispatcher::new(Shared {
@@ -246,6 +283,8 @@ impl fmt::Debug for EngineConfig {
             .field("retry", &self.retry)
             .field("network", &self.network)
             .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy)
+            .field("head_limits", &self.head_limits)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

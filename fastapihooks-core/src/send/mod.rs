@@ -1,31 +1,41 @@
 //! Sending one attempt of one delivery: build the request, sign it, POST it
 //! over a pooled keep-alive connection, classify the answer.
 //!
-//! The HTTP client is our own small HTTP/1.1 client (`http1` writes
-//! requests and reads responses, `pool` opens and keeps connections): the
-//! task that sends a delivery owns its connection for the whole exchange, so
-//! a delivery costs no hop between tasks, no URL re-parsing and no header
-//! map. Connections go through the network [`guard`], TLS is rustls with the
-//! platform's certificate verifier, redirects are never followed and no
-//! proxy is used.
+//! HTTP/1.1 is hyper's client connection (`conn`), driven by the task that
+//! sends the delivery, with our own pool (`pool`) and connector
+//! (`connect`): connections go through the network [`guard`] on the vetted
+//! addresses, TLS is rustls with the platform's certificate verifier,
+//! redirects are never followed, and a [`Proxy`] is used only when the
+//! operator configures one.
 
+mod conn;
+mod connect;
 pub mod guard;
-pub(crate) mod http1;
 mod pool;
+mod proxy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION, RETRY_AFTER,
+    USER_AGENT as USER_AGENT_HEADER,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use url::{Position, Url};
 
 use crate::dead_letter::DeliveryError;
 use crate::event::Event;
+use crate::retry::parse_retry_after;
 use crate::sign::Signer;
 use crate::subscription::{Auth, WebhookSubscription};
+use conn::{Body, Via};
+pub(crate) use connect::HeadLimits;
+use connect::{Connector, describe};
 use guard::{NetworkPolicy, Refused};
-use http1::{Head, ReadError, Request};
-use pool::{Conn, Connector, Pool};
+use pool::Pool;
+pub use proxy::{InvalidProxy, Proxy};
 
 /// The event-name header.
 pub const EVENT_HEADER: &str = "x-fastapihooks-event";
@@ -33,6 +43,10 @@ pub const EVENT_HEADER: &str = "x-fastapihooks-event";
 pub const EVENT_ID_HEADER: &str = "x-fastapihooks-event-id";
 /// The `User-Agent` of every delivery.
 pub const USER_AGENT: &str = concat!("fastapihooks/", env!("CARGO_PKG_VERSION"));
+
+/// Largest response body read back to keep the connection; a larger one
+/// closes it instead (the status is all a delivery needs).
+const MAX_BODY: usize = 64 * 1024;
 
 /// The outcome of one attempt.
 #[derive(Debug)]
@@ -43,9 +57,19 @@ pub(crate) enum Attempt {
     Failed { error: DeliveryError, retry_after: Option<Duration> },
 }
 
+/// What a sender is made of, besides its signer.
+#[derive(Debug)]
+pub(crate) struct SenderConfig {
+    pub(crate) policy: NetworkPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) head_limits: HeadLimits,
+}
+
 /// The HTTP side of delivery: the connection pool (shared by clones, closed
-/// when the last one is dropped), the connector (network policy, TLS) and
-/// the signer.
+/// when the last one is dropped), the connector (network policy, proxy,
+/// TLS) and the signer.
 #[derive(Clone, Debug)]
 pub(crate) struct Sender {
     pool: Arc<Pool>,
@@ -60,109 +84,126 @@ impl Sender {
     ///
     /// # Errors
     /// The TLS set-up failed: the system has no usable CA certificates.
-    pub(crate) fn new(
-        policy: NetworkPolicy,
-        signer: Signer,
-        timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, std::io::Error> {
-        let tls = pool::tls_config().map_err(std::io::Error::other)?;
-        Ok(Self::with_tls(policy, signer, timeout, connect_timeout, tls))
+    pub(crate) fn new(config: SenderConfig, signer: Signer) -> Result<Self, std::io::Error> {
+        let tls = connect::tls_config().map_err(std::io::Error::other)?;
+        Ok(Self::with_tls(config, signer, tls))
     }
 
     /// A sender with the given TLS set-up (tests trust their own CA).
-    fn with_tls(
-        policy: NetworkPolicy,
-        signer: Signer,
-        timeout: Duration,
-        connect_timeout: Duration,
-        tls: Arc<tokio_rustls::rustls::ClientConfig>,
-    ) -> Self {
-        let policy = Arc::new(policy);
-        let connector = Connector::new(policy.clone(), tls, connect_timeout);
-        Self { pool: Arc::default(), connector, policy, signer, timeout }
+    fn with_tls(config: SenderConfig, signer: Signer, tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        let policy = Arc::new(config.policy);
+        let connector = Connector::new(policy.clone(), tls, config.connect_timeout, config.proxy, config.head_limits);
+        Self { pool: Arc::default(), connector, policy, signer, timeout: config.timeout }
     }
 
     /// One POST of `event` to `sub`, whose target URL is `url` (parsed).
     pub(crate) async fn send(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Attempt {
-        let request = match self.vet(url).and_then(|()| self.request(event, sub, url)) {
-            Ok(request) => request,
+        let headers = match self.vet(url).and_then(|()| self.headers(event, sub, url)) {
+            Ok(headers) => headers,
             Err(error) => return Attempt::Failed { error, retry_after: None },
         };
-        let head = match self.exchange(url, &request).await {
+        let head = match self.exchange(url, headers, event.payload.as_bytes().clone()).await {
             Ok(head) => head,
             Err(error) => return Attempt::Failed { error, retry_after: None },
         };
-        let status = head.status;
-        if (200..300).contains(&status) {
+        let status = head.status.as_u16();
+        if head.status.is_success() {
             Attempt::Delivered { status }
-        } else if (300..400).contains(&status) {
+        } else if head.status.is_redirection() {
             // Never followed: a redirect could lead past the network guard.
             Attempt::Failed { error: DeliveryError::Redirect { status }, retry_after: None }
         } else {
             let error = DeliveryError::Status { status };
-            let retry_after = if error.is_retryable() { head.retry_after } else { None };
+            let retry_after = if error.is_retryable() {
+                head.headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()))
+            } else {
+                None
+            };
             Attempt::Failed { error, retry_after }
         }
     }
 
-    /// The request's bytes: head and body in one buffer, for one write.
-    fn request(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<Vec<u8>, DeliveryError> {
-        let body = event.payload.as_bytes();
-        // Slices of the parsed URL: path and query (no fragment), and the
-        // host with its port unless it is the scheme's default (IPv6 in brackets).
-        let target = &url[Position::BeforePath..Position::AfterQuery];
+    /// The request's headers, signed, in the order receivers have always
+    /// seen them.
+    fn headers(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<HeaderMap, DeliveryError> {
+        let mut headers = HeaderMap::with_capacity(16);
+        // The host with its port unless it is the scheme's default (IPv6 in
+        // brackets), as the parsed URL writes it.
         let host = &url[Position::BeforeHost..Position::BeforePath];
-        let mut req = Request::post(target, host, USER_AGENT, body.len());
-        if http1::is_valid_header_value(event.name.as_bytes()) {
-            req.header(EVENT_HEADER, event.name.as_bytes());
+        let host = HeaderValue::from_str(host).map_err(|_| refused_target())?;
+        headers.insert(HOST, host);
+        headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(event.payload.as_bytes().len()));
+        // Names and ids that cannot be header values are left out, not sent broken.
+        if let Ok(name) = HeaderValue::from_str(&event.name) {
+            headers.insert(HeaderName::from_static(EVENT_HEADER), name);
         }
-        if http1::is_valid_header_value(event.id.as_str().as_bytes()) {
-            req.header(EVENT_ID_HEADER, event.id.as_str().as_bytes());
+        if let Ok(id) = HeaderValue::from_str(event.id.as_str()) {
+            headers.insert(HeaderName::from_static(EVENT_ID_HEADER), id);
         }
         if let Auth::Bearer(token) = &sub.auth {
             let token = token.expose().as_bytes();
-            if !http1::is_valid_header_value(token) {
+            if !crate::wire::is_valid_header_value(token) {
                 return Err(DeliveryError::Refused("bearer token is not a valid header value".into()));
             }
-            req.header_parts("authorization", b"Bearer ", token);
+            let mut value = Vec::with_capacity(7 + token.len());
+            value.extend_from_slice(b"Bearer ");
+            value.extend_from_slice(token);
+            let mut value = HeaderValue::from_bytes(&value).map_err(|_| refused_target())?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
         self.signer
-            .sign_into(event.id.as_str(), chrono::Utc::now(), body, &sub.secrets, &mut req)
+            .sign(event.id.as_str(), chrono::Utc::now(), event.payload.as_bytes(), &sub.secrets, &mut headers)
             .map_err(|e| DeliveryError::Refused(e.to_string()))?;
-        Ok(req.finish(body))
+        Ok(headers)
     }
 
-    /// Sends `request` and reads the response, within the timeout: over an
-    /// idle pooled connection when there is one, else a new one. The
-    /// connection goes back to the pool when the exchange left it reusable.
-    async fn exchange(&self, url: &Url, request: &[u8]) -> Result<Head, DeliveryError> {
+    /// Sends the request and reads the response head, within the timeout:
+    /// over an idle pooled connection when there is one, else a new one.
+    /// The connection goes back to the pool when the exchange left it
+    /// reusable.
+    async fn exchange(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<http::response::Parts, DeliveryError> {
         // One timer for the whole exchange.
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         let endpoint = &url[..Position::BeforePath];
         let exchange = async {
+            let mut parts = (headers, body);
             if let Some(mut conn) = self.pool.take(endpoint) {
-                match round_trip(&mut conn, request).await {
-                    Ok((head, body_at)) => return Ok((conn, head, body_at)),
+                match conn.send(request(url, conn.via(), parts)?).await {
+                    Ok(response) => return Ok((conn, response)),
                     // Servers close idle keep-alive connections when they
-                    // like, and we learn it only when the request fails. If
-                    // nothing of a response came back, send once more, at
-                    // once, on a new connection; this is not counted as an
-                    // attempt. Should the server have acted on the first
-                    // request after all, receivers de-duplicate on the event id.
-                    Err(e) if e.nothing_received() => {}
-                    Err(e) => return Err(e.into_delivery_error()),
+                    // like, and we may learn it only when we send. A request
+                    // hyper never wrote a byte of goes out again at once, on
+                    // a new connection, and is not an attempt; one that was
+                    // written may have been acted on, so its failure is an
+                    // attempt like any other.
+                    Err(mut failed) => {
+                        let unsent = failed.take_message().map(http::Request::into_parts);
+                        match unsent.and_then(|(head, body)| Some((head.headers, body.into_inner()?))) {
+                            Some(unsent) => parts = unsent,
+                            None => return Err(network_error(failed.error())),
+                        }
+                    }
                 }
             }
-            // Boxed: connecting (resolver, TLS handshake) is a large state
-            // machine, needed only when no pooled connection serves; inline,
-            // it made every delivery's future 1,688 bytes to move, not 664.
+            // Boxed: connecting (resolver, proxy, TLS handshake) is a large
+            // state machine, needed only when no pooled connection serves.
             let mut conn = Box::pin(self.connector.connect(url)).await?;
-            let (head, body_at) = round_trip(&mut conn, request).await.map_err(Exchange::into_delivery_error)?;
-            Ok((conn, head, body_at))
+            let response = conn.send(request(url, conn.via(), parts)?).await;
+            response.map(|r| (conn, r)).map_err(|e| network_error(e.error()))
         };
-        let (mut conn, head, body_at) = tokio::select! {
+        let (mut conn, response) = tokio::select! {
             biased;
             sent = exchange => sent?,
             () = &mut deadline => return Err(DeliveryError::Timeout(self.timeout)),
@@ -170,13 +211,13 @@ impl Sender {
         // The status is known: reading the body only decides whether the
         // connection can be kept. Running out of time here costs the
         // connection, not the outcome.
-        let framing = head.framing;
-        let clean = tokio::select! {
+        let (head, body) = response.into_parts();
+        let complete = tokio::select! {
             biased;
-            clean = http1::skip_body(&mut conn.io, &mut conn.buf, body_at, framing) => clean,
+            complete = conn.skip_body(body, MAX_BODY) => complete,
             () = &mut deadline => false,
         };
-        if clean && head.keep_alive {
+        if complete && conn.is_reusable() {
             self.pool.put(endpoint, conn);
         }
         Ok(head)
@@ -198,43 +239,54 @@ impl Sender {
     }
 }
 
-/// Why an exchange on one connection failed.
-#[derive(Debug)]
-enum Exchange {
-    Write(std::io::Error),
-    Read(ReadError),
-}
-
-impl Exchange {
-    /// The connection failed the way a stale keep-alive connection does:
-    /// writing failed, or it closed before any byte of a response.
-    fn nothing_received(&self) -> bool {
-        match self {
-            Self::Write(e) => http1::is_closed_kind(e.kind()),
-            Self::Read(e) => e.nothing_received(),
-        }
-    }
-
-    fn into_delivery_error(self) -> DeliveryError {
-        match self {
-            Self::Write(e) => DeliveryError::Network(format!("sending the request failed: {}", pool::describe(&e))),
-            // Answered, but not with HTTP: report the status it gave.
-            Self::Read(ReadError::SwitchingProtocols) => DeliveryError::Status { status: 101 },
-            Self::Read(ReadError::Io { error, .. }) => {
-                DeliveryError::Network(format!("reading the response failed: {}", pool::describe(&error)))
+/// The request for one connection: origin-form (`/path?query`, never the
+/// fragment) straight or through a tunnel, absolute-form naming the vetted
+/// address through a proxy.
+fn request(
+    url: &Url,
+    via: &Via,
+    (mut headers, body): (HeaderMap, Bytes),
+) -> Result<http::Request<Body>, DeliveryError> {
+    let target = &url[Position::BeforePath..Position::AfterQuery];
+    let uri = match via {
+        Via::Direct => Uri::try_from(target),
+        Via::Proxy { target: addr, auth } => {
+            if let Some(auth) = auth {
+                headers.insert(PROXY_AUTHORIZATION, auth.clone());
             }
-            Self::Read(e) => DeliveryError::Network(e.to_string()),
+            Uri::try_from(format!("http://{addr}{target}"))
         }
-    }
+    };
+    let mut request = http::Request::new(Body::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri.map_err(|_| refused_target())?;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
-/// Writes the request and reads the response head. Returns the head and
-/// where its body starts in `conn.buf`.
-async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<(Head, usize), Exchange> {
-    conn.io.write_all(request).await.map_err(Exchange::Write)?;
-    conn.io.flush().await.map_err(Exchange::Write)?;
-    conn.buf.clear();
-    http1::read_head(&mut conn.io, &mut conn.buf).await.map_err(Exchange::Read)
+/// A URL that parsed but cannot be written as a request (never seen from
+/// URLs the subscription checks accept; final, as sending again cannot help).
+fn refused_target() -> DeliveryError {
+    DeliveryError::Refused("the URL cannot be written as an HTTP request".into())
+}
+
+/// A failed exchange, in a few words that never contain the URL.
+fn network_error(e: &hyper::Error) -> DeliveryError {
+    if e.is_incomplete_message() {
+        return DeliveryError::Network("connection closed before a response".into());
+    }
+    if e.is_parse() {
+        // Not HTTP, or a head over the limits ("message head is too large").
+        return DeliveryError::Network(format!("unreadable response: {e}"));
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return DeliveryError::Network(format!("connection failed: {}", describe(io)));
+        }
+        source = cause.source();
+    }
+    DeliveryError::Network(e.to_string())
 }
 
 /// Times an attempt, for logs.
@@ -339,6 +391,10 @@ mod tests {
         Arc::new(config)
     }
 
+    fn config(policy: NetworkPolicy, timeout: Duration) -> SenderConfig {
+        SenderConfig { policy, timeout, connect_timeout: timeout, proxy: None, head_limits: HeadLimits::default() }
+    }
+
     fn event() -> Event {
         Event::new("e", Payload::from_serialize(&serde_json::json!({"a": 1})).unwrap())
     }
@@ -348,7 +404,7 @@ mod tests {
         let (port, handshakes, seen) = https_server().await;
         let policy = NetworkPolicy::default().allow_loopback();
         let timeout = Duration::from_secs(5);
-        let sender = Sender::with_tls(policy, Signer::new(None), timeout, timeout, test_tls());
+        let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         for _ in 0..3 {
@@ -365,13 +421,100 @@ mod tests {
         assert_eq!(seen, [r#"sni=Some("localhost") alpn=Some("http/1.1")"#, r#"sni=None alpn=Some("http/1.1")"#]);
     }
 
+    /// A TLS acceptor with the test certificate.
+    fn acceptor() -> tokio_rustls::TlsAcceptor {
+        let cert = CertificateDer::from_pem_slice(CERT).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    #[tokio::test]
+    async fn bytes_after_a_tls_response_never_answer_the_next_delivery() {
+        // The first connection answers its first request with the response
+        // and a second, unasked-for response in the same write (so in the
+        // same TLS record), then reads whatever comes and never answers.
+        // Later connections answer every request. A delivery counts as
+        // delivered only if the server answered it.
+        let acceptor = acceptor();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(AtomicUsize::new(0));
+        let (answers, requests) = (answered.clone(), received.clone());
+        tokio::spawn(async move {
+            let mut nth_conn = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                let (answers, requests, first_conn) = (answers.clone(), requests.clone(), nth_conn == 0);
+                nth_conn += 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let mut nth = 0;
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() < end + 4 + len {
+                                break;
+                            }
+                            buf.drain(..end + 4 + len);
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let reply: &[u8] = match (first_conn, nth) {
+                                (true, 0) => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale",
+                                (true, _) => b"",
+                                (false, _) => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            };
+                            nth += 1;
+                            if !reply.is_empty() {
+                                answers.fetch_add(1, Ordering::SeqCst);
+                                if tls.write_all(reply).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        let policy = NetworkPolicy::default().allow_loopback();
+        let timeout = Duration::from_secs(2);
+        let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
+        let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
+        let url = Url::parse(&sub.target_url).unwrap();
+        let mut delivered = 0;
+        for _ in 0..3 {
+            if let Attempt::Delivered { .. } = sender.send(&event(), &sub, &url).await {
+                delivered += 1;
+            }
+            // Let the stray bytes arrive and be decrypted before the next delivery.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(delivered, 3, "each delivery reached a server that answered it");
+        assert_eq!(answered.load(Ordering::SeqCst), 3, "no delivery was answered by stale bytes");
+        assert_eq!(received.load(Ordering::SeqCst), 3, "nothing was sent to the connection with stray bytes");
+    }
+
     #[tokio::test]
     async fn certificates_the_system_does_not_trust_are_refused() {
         let (port, handshakes, _) = https_server().await;
         let policy = NetworkPolicy::default().allow_loopback();
         let timeout = Duration::from_secs(5);
         // The real set-up: the platform verifier and the system's roots.
-        let sender = Sender::new(policy, Signer::new(None), timeout, timeout).unwrap();
+        let sender = Sender::new(config(policy, timeout), Signer::new(None)).unwrap();
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         match sender.send(&event(), &sub, &url).await {
@@ -390,7 +533,7 @@ mod tests {
         drop(listener);
         let policy = NetworkPolicy::default().allow_loopback();
         let timeout = Duration::from_secs(5);
-        let sender = Sender::with_tls(policy, Signer::new(None), timeout, timeout, test_tls());
+        let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("http://localhost:{port}/h?token=SECRET")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         match sender.send(&event(), &sub, &url).await {
@@ -400,7 +543,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Names resolving only to refused addresses are refused, not retried.
-        let strict = Sender::with_tls(NetworkPolicy::default(), Signer::new(None), timeout, timeout, test_tls());
+        let strict = Sender::with_tls(config(NetworkPolicy::default(), timeout), Signer::new(None), test_tls());
         match strict.send(&event(), &sub, &url).await {
             Attempt::Failed { error: DeliveryError::Refused(msg), .. } => assert!(msg.contains("localhost"), "{msg}"),
             other => panic!("{other:?}"),

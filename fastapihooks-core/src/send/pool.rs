@@ -1,5 +1,4 @@
-//! Connections: opening them through the network guard (TCP, and TLS for
-//! `https`), and keeping idle ones for reuse.
+//! Idle keep-alive connections, kept for reuse.
 //!
 //! A connection belongs to the task that sends a delivery for the whole
 //! exchange: there is no connection task and no channel in between. After a
@@ -10,23 +9,10 @@
 //! only to push or pop: sockets are closed after it is released.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::ServerName;
-use url::Url;
-
-use super::guard::{self, NetworkPolicy, ResolveError};
-use crate::dead_letter::DeliveryError;
+use super::conn::Conn;
 
 /// Idle connections older than this are closed, not reused.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -35,77 +21,6 @@ pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// How often idle connections of every endpoint are checked for expiry (on
 /// the next return of a connection).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// A read buffer larger than this is not kept with an idle connection.
-const MAX_KEPT_BUFFER: usize = 16 * 1024;
-
-/// A connection's byte stream: plain TCP or TLS over TCP.
-pub(crate) enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// One connection and its read buffer (kept with it, so a reused connection
-/// reads without allocating).
-pub(crate) struct Conn {
-    pub(crate) io: Io,
-    pub(crate) buf: Vec<u8>,
-    idle_since: Instant,
-}
-
-impl Conn {
-    fn new(io: Io) -> Self {
-        Self { io, buf: Vec::new(), idle_since: Instant::now() }
-    }
-
-    /// False when the server closed the connection (or sent anything) while
-    /// it was idle. Costs no system call unless the socket became readable:
-    /// Tokio's readiness answers first.
-    fn looks_alive(&self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.io.tcp().try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-}
 
 #[derive(Default)]
 struct Idle {
@@ -157,18 +72,18 @@ impl Pool {
             drop(expired); // closes them, outside the lock
             match conn {
                 None => return None,
-                Some(c) if c.looks_alive() => return Some(c),
-                Some(_) => {} // closed by the server while idle: try the next one
+                // Closed by the server while idle, or sent stray bytes: try the next one.
+                Some(mut c) => {
+                    if c.is_reusable() {
+                        return Some(c);
+                    }
+                }
             }
         }
     }
 
     /// Keeps `conn`, idle, for the next delivery to `endpoint`.
     pub(crate) fn put(&self, endpoint: &str, mut conn: Conn) {
-        debug_assert!(conn.buf.is_empty());
-        if conn.buf.capacity() > MAX_KEPT_BUFFER {
-            conn.buf = Vec::new();
-        }
         let now = Instant::now();
         conn.idle_since = now;
         let mut closed = Vec::new();
@@ -207,151 +122,18 @@ fn sweep(
     });
 }
 
-/// Opens connections: resolves through the network guard, connects within
-/// the connect timeout, and wraps in TLS for `https`.
-#[derive(Clone)]
-pub(crate) struct Connector {
-    policy: Arc<NetworkPolicy>,
-    tls: TlsConnector,
-    connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("policy", &self.policy)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The TLS set-up of deliveries: the platform's certificate verifier (the
-/// system's trust store), TLS 1.2 and 1.3, ALPN `http/1.1`. The crypto
-/// provider is the process default if one was installed, else aws-lc-rs.
-///
-/// # Errors
-/// The system has no usable CA certificates.
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    use rustls_platform_verifier::BuilderVerifierExt as _;
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_platform_verifier()?
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-impl Connector {
-    pub(crate) fn new(policy: Arc<NetworkPolicy>, tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
-        Self { policy, tls: TlsConnector::from(tls), connect_timeout }
-    }
-
-    /// A new connection to `url`'s host and port. IP-literal hosts were
-    /// vetted by the caller; host names are resolved here, through the
-    /// guard, and only the addresses it permits are tried, in order.
-    /// Resolving, connecting and the TLS handshake together get the connect
-    /// timeout.
-    ///
-    /// # Errors
-    /// [`DeliveryError::Refused`] when the guard refuses every address,
-    /// [`DeliveryError::Timeout`] (with the connect timeout) when connecting
-    /// took too long, [`DeliveryError::Network`] otherwise. Messages never
-    /// contain the URL.
-    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, DeliveryError> {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        match tokio::time::timeout_at(deadline, self.open(url, deadline)).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Timeout(self.connect_timeout)),
-        }
-    }
-
-    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, DeliveryError> {
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = match url.host() {
-            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Some(url::Host::Domain(host)) => match guard::resolve(&self.policy, host, port).await {
-                Ok(addrs) => addrs,
-                Err(ResolveError::Refused(refused)) => return Err(DeliveryError::Refused(refused.to_string())),
-                Err(ResolveError::Lookup(e)) => return Err(DeliveryError::Network(format!("dns error: {e}"))),
-            },
-            None => return Err(DeliveryError::Refused("the URL has no host".into())),
-        };
-        let tcp = self.connect_tcp(&addrs, deadline).await?;
-        if url.scheme() != "https" {
-            return Ok(Conn::new(Io::Plain(tcp)));
-        }
-        // SNI and certificate checks use the host name; an IP-literal host is
-        // checked against the certificate's IP addresses, without SNI.
-        let server_name = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
-            _ => {
-                let host = url.host_str().unwrap_or_default().to_owned();
-                ServerName::try_from(host)
-                    .map_err(|_| DeliveryError::Network("the host is not a valid TLS server name".into()))?
-            }
-        };
-        match self.tls.connect(server_name, tcp).await {
-            Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
-            Err(e) => Err(DeliveryError::Network(format!("tls handshake failed: {e}"))),
-        }
-    }
-
-    /// Tries each address in turn, each with an equal share of the time left
-    /// (so one black-holed address does not use up all of it).
-    async fn connect_tcp(
-        &self,
-        addrs: &[SocketAddr],
-        deadline: tokio::time::Instant,
-    ) -> Result<TcpStream, DeliveryError> {
-        let mut last = None;
-        for (i, &addr) in addrs.iter().enumerate() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
-            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => {
-                    // Requests are written in one piece: send it now, do not wait for an ACK.
-                    let _ = tcp.set_nodelay(true);
-                    return Ok(tcp);
-                }
-                Ok(Err(e)) => last = Some(DeliveryError::Network(format!("could not connect: {}", describe(&e)))),
-                Err(_) => last = Some(DeliveryError::Timeout(self.connect_timeout)),
-            }
-        }
-        Err(last.unwrap_or_else(|| DeliveryError::Network("no address to connect to".into())))
-    }
-}
-
-/// An I/O error in a few words (the operating system's text, without the
-/// error number when the kind says it all).
-pub(crate) fn describe(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
-        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
-        io::ErrorKind::BrokenPipe => "connection closed by the server (broken pipe)".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::HostUnreachable => "host unreachable".into(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
-        io::ErrorKind::AddrNotAvailable => "address not available".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::send::conn::{Io, Via};
 
     async fn pair(listener: &TcpListener) -> (Conn, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Conn::new(Io::Plain(client)), server)
+        let builder = hyper::client::conn::http1::Builder::new();
+        (Conn::handshake(&builder, Io::Plain(client), Via::Direct).await.unwrap(), server)
     }
 
     #[tokio::test]
@@ -362,13 +144,13 @@ mod tests {
         let mut ports = Vec::new();
         for _ in 0..MAX_IDLE_PER_ENDPOINT + 2 {
             let (conn, server) = pair(&listener).await;
-            ports.push(conn.io.tcp().local_addr().unwrap().port());
+            ports.push(conn.local_port());
             pool.put("http://a", conn);
             servers.push(server);
         }
         assert!(pool.take("http://b").is_none());
         let newest_kept = ports[MAX_IDLE_PER_ENDPOINT - 1];
-        assert_eq!(pool.take("http://a").unwrap().io.tcp().local_addr().unwrap().port(), newest_kept);
+        assert_eq!(pool.take("http://a").unwrap().local_port(), newest_kept);
         let mut n = 1;
         while pool.take("http://a").is_some() {
             n += 1;

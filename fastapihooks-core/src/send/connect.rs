@@ -1,0 +1,281 @@
+//! Opening connections: the receiver's addresses through the network guard,
+//! TCP within the connect timeout (straight, or to a forward proxy), and TLS
+//! for `https`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::client::conn::http1::Builder as Http1;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tower_service::Service;
+use url::Url;
+
+use super::conn::{Conn, Io, Via};
+use super::guard::{self, NetworkPolicy, ResolveError};
+use super::proxy::{Proxy, Route};
+use crate::dead_letter::DeliveryError;
+
+/// Limits on the response heads read back, with hyper's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadLimits {
+    /// Most headers in a response head.
+    pub(crate) max_headers: usize,
+    /// Largest response head (status line and headers), in bytes.
+    pub(crate) max_bytes: usize,
+}
+
+/// hyper's own defaults: 100 headers, and a read buffer of 8 KiB + 100 x 4 KiB.
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+/// See [`DEFAULT_MAX_HEADERS`].
+pub(crate) const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024 + 100 * 4 * 1024;
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self { max_headers: DEFAULT_MAX_HEADERS, max_bytes: DEFAULT_MAX_HEAD_BYTES }
+    }
+}
+
+/// Opens connections: resolves through the network guard, connects within
+/// the connect timeout, directly or through the proxy, and wraps in TLS for
+/// `https`.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    policy: Arc<NetworkPolicy>,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    proxy: Option<Proxy>,
+    http1: Http1,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("policy", &self.policy)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("proxy", &self.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS set-up of deliveries: the platform's certificate verifier (the
+/// system's trust store), TLS 1.2 and 1.3, ALPN `http/1.1`. The crypto
+/// provider is the process default if one was installed, else aws-lc-rs.
+///
+/// # Errors
+/// The system has no usable CA certificates.
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+impl Connector {
+    pub(crate) fn new(
+        policy: Arc<NetworkPolicy>,
+        tls: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        proxy: Option<Proxy>,
+        limits: HeadLimits,
+    ) -> Self {
+        let mut http1 = Http1::new();
+        // A receiver that answered 2xx has the delivery, whatever else its
+        // head carries: a malformed header after the status line is skipped,
+        // not turned into a failure that would send the delivery again.
+        http1
+            .ignore_invalid_headers_in_responses(true)
+            .allow_spaces_after_header_name_in_responses(true)
+            .allow_obsolete_multiline_headers_in_responses(true)
+            .max_header_size(limits.max_bytes)
+            // hyper's read buffer must hold the whole head.
+            .max_buf_size(limits.max_bytes.max(DEFAULT_MAX_HEAD_BYTES).saturating_add(8 * 1024));
+        if limits.max_headers != DEFAULT_MAX_HEADERS {
+            // Only when changed: a set value moves hyper's header array to the heap.
+            http1.max_headers(limits.max_headers);
+        }
+        Self { policy, tls: TlsConnector::from(tls), connect_timeout, proxy, http1 }
+    }
+
+    /// A new connection to `url`'s host and port. IP-literal hosts were
+    /// vetted by the caller; host names are resolved here, through the
+    /// guard, and only the addresses it permits are tried, in order.
+    /// Resolving, connecting (the proxy's tunnel included) and the TLS
+    /// handshake together get the connect timeout.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Refused`] when the guard refuses every address,
+    /// [`DeliveryError::Timeout`] (with the connect timeout) when connecting
+    /// took too long, [`DeliveryError::Network`] otherwise. Messages never
+    /// contain the URL.
+    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, DeliveryError> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        match tokio::time::timeout_at(deadline, self.open(url, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Timeout(self.connect_timeout)),
+        }
+    }
+
+    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, DeliveryError> {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            Some(url::Host::Domain(host)) => match guard::resolve(&self.policy, host, port).await {
+                Ok(addrs) => addrs,
+                Err(ResolveError::Refused(refused)) => return Err(DeliveryError::Refused(refused.to_string())),
+                Err(ResolveError::Lookup(e)) => return Err(DeliveryError::Network(format!("dns error: {e}"))),
+            },
+            None => return Err(DeliveryError::Refused("the URL has no host".into())),
+        };
+        let https = url.scheme() == "https";
+        let (tcp, via) = match self.proxy.as_ref().and_then(|p| p.route(url)) {
+            None => (connect_tcp(&addrs, deadline, self.connect_timeout).await?, Via::Direct),
+            Some(route) if https => (self.tunnel(&route, &addrs, deadline).await?, Via::Direct),
+            Some(route) => {
+                let target = addrs.first().copied().ok_or_else(no_address)?;
+                let tcp = self.to_proxy(&route, deadline).await?;
+                (tcp, Via::Proxy { target, auth: route.auth })
+            }
+        };
+        let io = if https { self.tls(url, tcp).await? } else { Io::Plain(tcp) };
+        Conn::handshake(&self.http1, io, via)
+            .await
+            .map_err(|e| DeliveryError::Network(format!("could not start HTTP/1.1: {e}")))
+    }
+
+    /// TLS over `tcp`. SNI and certificate checks use the host name; an
+    /// IP-literal host is checked against the certificate's IP addresses,
+    /// without SNI.
+    async fn tls(&self, url: &Url, tcp: TcpStream) -> Result<Io, DeliveryError> {
+        let server_name = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
+            _ => {
+                let host = url.host_str().unwrap_or_default().to_owned();
+                ServerName::try_from(host)
+                    .map_err(|_| DeliveryError::Network("the host is not a valid TLS server name".into()))?
+            }
+        };
+        match self.tls.connect(server_name, tcp).await {
+            Ok(tls) => Ok(Io::Tls(Box::new(tls))),
+            Err(e) => Err(DeliveryError::Network(format!("tls handshake failed: {e}"))),
+        }
+    }
+
+    /// A TCP connection to the proxy (the operator's: resolved without the
+    /// guard).
+    async fn to_proxy(&self, route: &Route, deadline: tokio::time::Instant) -> Result<TcpStream, DeliveryError> {
+        let host = route.proxy.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let port = route.proxy.port_u16().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| DeliveryError::Network(format!("dns error for the proxy: {e}")))?
+            .collect();
+        connect_tcp(&addrs, deadline, self.connect_timeout).await.map_err(|e| match e {
+            DeliveryError::Network(msg) => DeliveryError::Network(format!("proxy: {msg}")),
+            other => other,
+        })
+    }
+
+    /// A `CONNECT` tunnel through the proxy to the first of the vetted
+    /// `addrs` the proxy reaches.
+    async fn tunnel(
+        &self,
+        route: &Route,
+        addrs: &[SocketAddr],
+        deadline: tokio::time::Instant,
+    ) -> Result<TcpStream, DeliveryError> {
+        let mut last = None;
+        for addr in addrs {
+            let tcp = self.to_proxy(route, deadline).await?;
+            let mut tunnel = Tunnel::new(route.proxy.clone(), Opened(Some(TokioIo::new(tcp))));
+            if let Some(auth) = &route.auth {
+                tunnel = tunnel.with_auth(auth.clone());
+            }
+            // The vetted address, not the host name: see the `proxy` module.
+            let Ok(dst) = Uri::try_from(format!("https://{addr}")) else { continue };
+            match tunnel.call(dst).await {
+                Ok(io) => return Ok(io.into_inner()),
+                Err(e) => last = Some(DeliveryError::Network(format!("proxy: CONNECT failed ({e})"))),
+            }
+        }
+        Err(last.unwrap_or_else(no_address))
+    }
+}
+
+fn no_address() -> DeliveryError {
+    DeliveryError::Network("no address to connect to".into())
+}
+
+/// Hands hyper-util's [`Tunnel`] the connection to the proxy that was
+/// already opened (within our deadline, to the proxy's addresses in turn).
+struct Opened(Option<TokioIo<TcpStream>>);
+
+impl Service<Uri> for Opened {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<TokioIo<TcpStream>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        std::future::ready(self.0.take().ok_or_else(|| io::Error::other("the proxy connection was used already")))
+    }
+}
+
+/// Tries each address in turn, each with an equal share of the time left
+/// (so one black-holed address does not use up all of it).
+async fn connect_tcp(
+    addrs: &[SocketAddr],
+    deadline: tokio::time::Instant,
+    connect_timeout: Duration,
+) -> Result<TcpStream, DeliveryError> {
+    let mut last = None;
+    for (i, &addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                // A request goes out whole: send it now, do not wait for an ACK.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = Some(DeliveryError::Network(format!("could not connect: {}", describe(&e)))),
+            Err(_) => last = Some(DeliveryError::Timeout(connect_timeout)),
+        }
+    }
+    Err(last.unwrap_or_else(no_address))
+}
+
+/// An I/O error in a few words (the operating system's text, without the
+/// error number when the kind says it all).
+pub(crate) fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        io::ErrorKind::BrokenPipe => "connection closed by the server (broken pipe)".into(),
+        io::ErrorKind::TimedOut => "timed out".into(),
+        io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        io::ErrorKind::AddrNotAvailable => "address not available".into(),
+        _ => e.to_string(),
+    }
+}
