@@ -21,6 +21,11 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # Redis Streams backend: redis-server (>= 6.2 for XAUTOCLAIM; Debian ships 7.x);
 # scripts/test.sh starts a throw-away one, and some tests start their own.
 { command -v redis-server || [[ -x /usr/bin/redis-server ]]; } >/dev/null 2>&1 || need_apt+=(redis-server)
+# HTTP keep-alive soak (tests/it/keepalive_soak.rs) and proxy tests
+# (tests/it/tinyproxy_util.rs): each test starts a private nginx or tinyproxy
+# of its own in a temporary folder; the system services are never used.
+{ command -v nginx || [[ -x /usr/sbin/nginx ]]; } >/dev/null 2>&1 || need_apt+=(nginx-light)
+{ command -v tinyproxy || [[ -x /usr/bin/tinyproxy ]] || [[ -x /usr/sbin/tinyproxy ]]; } >/dev/null 2>&1 || need_apt+=(tinyproxy)
 # ---------------------------------------------------------------------------
 
 if ((${#need_apt[@]})); then
