@@ -10,6 +10,8 @@ mod hook_options;
 mod hook_request;
 mod hook_util;
 mod http1;
+mod keepalive_soak;
+mod nginx_util;
 mod redeliver;
 #[cfg(feature = "redis")]
 mod redis_backend;

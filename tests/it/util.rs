@@ -201,3 +201,49 @@ impl std::io::Write for LogCapture {
         Ok(())
     }
 }
+
+/// An installed program: the first `name` on `PATH`, else the first of
+/// `fallbacks` that exists (`/usr/sbin` is often not on a user's `PATH`).
+pub fn find_program(name: &str, fallbacks: &[&str]) -> Option<std::path::PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    from_path.or_else(|| fallbacks.iter().map(std::path::PathBuf::from).find(|p| p.is_file()))
+}
+
+/// A program a test needs is not installed: in CI (`CI` set) that fails the
+/// test; locally the test says it is skipped (and the caller returns).
+pub fn program_missing(message: &str) {
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("skipped: {message}");
+}
+
+/// A free port on 127.0.0.1 for a server started by a test (it may be taken
+/// again before the server binds it: callers retry on a new one).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A new empty temporary folder, named after `what`.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fh-{what}-{}", fastapihooks::EventId::new().as_str()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Waits until `child` accepts TCP connections on 127.0.0.1:`port`, up to
+/// `limit`. False when it exited first or did not listen in time.
+pub fn wait_listening(child: &mut std::process::Child, port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
