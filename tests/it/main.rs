@@ -30,4 +30,5 @@ mod store_conformance;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod store_sql;
 mod store_util;
+mod tinyproxy_util;
 mod util;
