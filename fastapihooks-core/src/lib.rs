@@ -78,6 +78,7 @@ pub use event::{Event, EventId, Payload};
 pub use retry::RetryPolicy;
 pub use secret::{Secret, SigningSecret};
 pub use send::guard::NetworkPolicy;
+pub use send::{InvalidProxy, Proxy};
 pub use sign::{SignatureScheme, SignatureSchemes};
 pub use stats::StatsSnapshot;
 pub use store::{CachedStore, MemoryStore, Store, StoreError};

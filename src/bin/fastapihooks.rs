@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fastapihooks::backend::RedisStreamsBackend;
-use fastapihooks::{MemoryStore, NetworkPolicy, Store, Worker};
+use fastapihooks::{MemoryStore, NetworkPolicy, Proxy, Store, Worker};
 
 /// Webhook delivery worker for fastapihooks.
 #[derive(Debug, Parser)]
@@ -94,6 +94,34 @@ struct StartArgs {
     #[arg(long)]
     allow_private_networks: bool,
 
+    /// Send every delivery through this forward proxy,
+    /// `http://[user:password@]host:port`: `CONNECT` tunnels for https
+    /// receivers, absolute-form requests for http ones. Receivers are still
+    /// vetted by the network policy first.
+    #[arg(
+        long,
+        env = "FASTAPIHOOKS_PROXY",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "proxy_from_env"
+    )]
+    proxy: Option<String>,
+
+    /// Use the proxy that `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY` name (ignored unless this flag is given).
+    #[arg(long)]
+    proxy_from_env: bool,
+
+    /// Receivers that bypass the proxy: comma-separated host names (with
+    /// their subdomains), addresses and CIDR networks, as `NO_PROXY`.
+    #[arg(long, value_name = "LIST")]
+    no_proxy: Option<String>,
+
+    /// Trust the CA certificates in this PEM file for https receivers,
+    /// beside the system's (receivers behind a private CA).
+    #[arg(long, value_name = "PEM_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
+
     /// Log level.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -132,6 +160,18 @@ async fn start(args: StartArgs) -> Result<bool, String> {
     if args.allow_private_networks {
         network = network.allow_private_networks();
     }
+    let proxy = match (&args.proxy, args.proxy_from_env) {
+        (Some(url), _) => Some(Proxy::new(url).map_err(|e| format!("--proxy: {e}"))?),
+        (None, true) => {
+            Some(Proxy::from_env().ok_or("--proxy-from-env: none of HTTPS_PROXY, HTTP_PROXY, ALL_PROXY is set")?)
+        }
+        (None, false) => None,
+    };
+    let proxy = match (proxy, &args.no_proxy) {
+        (Some(proxy), Some(list)) => Some(proxy.no_proxy(list)),
+        (None, Some(_)) => return Err("--no-proxy needs --proxy or --proxy-from-env".into()),
+        (proxy, None) => proxy,
+    };
     let backend = RedisStreamsBackend::builder(args.redis_url)
         .stream(args.stream)
         .group(args.group)
@@ -156,6 +196,14 @@ async fn start(args: StartArgs) -> Result<bool, String> {
         .network_policy(network)
         .max_concurrency(args.max_concurrency as usize)
         .per_endpoint_concurrency(args.per_endpoint_concurrency as usize);
+    if let Some(proxy) = proxy {
+        tracing::info!(?proxy, "deliveries go through a proxy");
+        builder = builder.proxy(proxy);
+    }
+    if let Some(path) = &args.tls_ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
+        builder = builder.tls_root_certificates(pem);
+    }
     match std::env::var("FASTAPIHOOKS_SIGNING_SECRET") {
         Ok(secret) if !secret.is_empty() => builder = builder.signing_secret(secret),
         _ => tracing::warn!(
@@ -164,6 +212,7 @@ async fn start(args: StartArgs) -> Result<bool, String> {
     }
     let worker = builder.start().map_err(|e| match e {
         fastapihooks::BuildError::SigningSecret(_) => format!("FASTAPIHOOKS_SIGNING_SECRET: {e}"),
+        fastapihooks::BuildError::Http(_) if args.tls_ca_file.is_some() => format!("--tls-ca-file: {e}"),
         e => e.to_string(),
     })?;
     tracing::info!(

@@ -12,6 +12,7 @@ mod hook_util;
 mod http1;
 mod keepalive_soak;
 mod nginx_util;
+mod proxy;
 mod redeliver;
 #[cfg(feature = "redis")]
 mod redis_backend;

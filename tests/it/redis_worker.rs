@@ -450,6 +450,48 @@ mod cli {
         assert!(emptied);
     }
 
+    /// `--proxy`: deliveries leave through a real tinyproxy; its credentials
+    /// are never logged.
+    #[tokio::test]
+    async fn start_delivers_through_the_given_proxy() {
+        let url = redis_or_skip!();
+        let Some(bin) = bin() else { return };
+        let Some(proxy) = crate::tinyproxy_util::Tinyproxy::start() else { return };
+        let key = unique_key("cli-proxy");
+        let rx = Receiver::start().await;
+        let hooks = Fastapihooks::builder()
+            .backend(backend(&url, &key).build().unwrap())
+            .subscriber("order.created", WebhookSubscription::new(rx.url("/proxied")).unwrap())
+            .build()
+            .unwrap();
+        hooks.send("order.created", &json!({"id": "ord_proxy"})).unwrap();
+        let proxy_url = proxy.url().replace("http://", "http://user:s3cret-pw@");
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &url, "--stream", &key, "--proxy", &proxy_url])
+            .args(["--allow-cidr", "127.0.0.0/8", "--log-level", "info"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let hits = rx.wait_for("/proxied", 1, WAIT).await;
+        let log = proxy.wait_for_log("POST http://127.0.0.1:", WAIT).await;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let stderr = tokio::task::spawn_blocking(move || {
+            let _ = child.wait();
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            stderr
+        });
+        let stderr = tokio::time::timeout(WAIT, stderr).await.expect("exits after SIGTERM").unwrap();
+        assert_eq!(hits.len(), 1);
+        Verifier::new(SECRET).unwrap().verify(&hits[0].headers, &hits[0].body).expect("signed");
+        assert!(log.contains(&format!("POST http://127.0.0.1:{}/proxied HTTP/1.1", rx.port())), "{log}");
+        assert!(stderr.contains("deliveries go through a proxy"), "{stderr}");
+        assert!(!stderr.contains("s3cret-pw"), "the proxy password is never logged:\n{stderr}");
+        assert!(hooks.shutdown(WAIT).await.drained);
+    }
+
     #[test]
     fn bad_input_gets_a_clear_error_not_a_panic() {
         let Some(bin) = bin() else { return };
@@ -477,5 +519,16 @@ mod cli {
         let (status, err) = run(&["start"]);
         assert!(!status.success());
         assert!(err.contains("--redis-url"), "{err}");
+        let (status, err) =
+            run(&["start", "--redis-url", "redis://127.0.0.1:1/0", "--proxy", "https://:pw@proxy:3128"]);
+        assert!(!status.success());
+        assert!(err.contains("--proxy") && err.contains("http://") && !err.contains("pw@"), "{err}");
+        let (status, err) = run(&["start", "--redis-url", "redis://127.0.0.1:1/0", "--no-proxy", "internal"]);
+        assert!(!status.success());
+        assert!(err.contains("--no-proxy needs --proxy"), "{err}");
+        let (status, err) =
+            run(&["start", "--redis-url", "redis://127.0.0.1:1/0", "--tls-ca-file", "/nonexistent.pem"]);
+        assert!(!status.success());
+        assert!(err.contains("--tls-ca-file /nonexistent.pem") && !err.contains("panicked"), "{err}");
     }
 }

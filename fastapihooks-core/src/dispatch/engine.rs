@@ -109,6 +109,15 @@ macro_rules! engine_setters {
             self
         }
 
+        /// Also trusts these CA certificates (PEM, one or more), beside the
+        /// system's: for receivers whose certificates a private CA signed.
+        /// Invalid PEM fails `build` / `start` with [`BuildError::Http`](crate::BuildError::Http).
+        #[must_use]
+        pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.engine.tls_roots = Some(pem.into());
+            self
+        }
+
         /// Most headers a receiver's response head may have (default 100,
         /// as hyper). A larger head fails the attempt as a network error.
         #[must_use]
@@ -179,6 +188,7 @@ pub(crate) struct EngineConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) proxy: Option<Proxy>,
     pub(crate) head_limits: HeadLimits,
+    pub(crate) tls_roots: Option<Vec<u8>>,
     pub(crate) limits: Limits,
     pub(crate) runtime: DeliveryRuntime,
 }
@@ -197,6 +207,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(5),
             proxy: None,
             head_limits: HeadLimits::default(),
+            tls_roots: None,
             limits: Limits::default(),
             runtime: DeliveryRuntime::default(),
         }
@@ -243,6 +254,7 @@ impl EngineConfig {
             connect_timeout: self.connect_timeout,
             proxy: self.proxy,
             head_limits: self.head_limits,
+            tls_roots: self.tls_roots,
         };
         let sender = Sender::new(config, signer).map_err(BuildError::Http)?;
         let runtime = self.runtime.start().map_err(BuildError::Runtime)?;

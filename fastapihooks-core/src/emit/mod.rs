@@ -184,7 +184,8 @@ pub enum BuildError {
     #[error("a worker needs a backend to consume (WorkerBuilder::backend)")]
     NoBackend,
     /// The HTTP client could not be created: its TLS set-up failed (the
-    /// system has no usable CA certificates).
+    /// system has no usable CA certificates, or those given to
+    /// `tls_root_certificates` are not valid PEM certificates).
     #[error("could not create the HTTP client: {0}")]
     Http(#[source] std::io::Error),
     /// The global signing secret cannot sign.

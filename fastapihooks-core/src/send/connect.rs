@@ -67,20 +67,37 @@ impl std::fmt::Debug for Connector {
 }
 
 /// The TLS set-up of deliveries: the platform's certificate verifier (the
-/// system's trust store), TLS 1.2 and 1.3, ALPN `http/1.1`. The crypto
-/// provider is the process default if one was installed, else aws-lc-rs.
+/// system's trust store, and the `extra_roots` PEM certificates beside it),
+/// TLS 1.2 and 1.3, ALPN `http/1.1`. The crypto provider is the process
+/// default if one was installed, else aws-lc-rs.
 ///
 /// # Errors
-/// The system has no usable CA certificates.
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    use rustls_platform_verifier::BuilderVerifierExt as _;
+/// The system has no usable CA certificates, or `extra_roots` holds no
+/// valid certificate.
+pub(crate) fn tls_config(extra_roots: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, io::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls_platform_verifier::{BuilderVerifierExt as _, Verifier};
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_platform_verifier()?
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?;
+    let builder = match extra_roots {
+        None => builder.with_platform_verifier().map_err(io::Error::other)?,
+        Some(pem) => {
+            let roots = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| io::Error::other(format!("the TLS root certificates are not valid PEM: {e}")))?;
+            if roots.is_empty() {
+                return Err(io::Error::other("the TLS root certificates hold no certificate"));
+            }
+            let verifier = Verifier::new_with_extra_roots(roots, provider).map_err(io::Error::other)?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+        }
+    };
+    let mut config = builder.with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -65,6 +65,8 @@ pub(crate) struct SenderConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) proxy: Option<Proxy>,
     pub(crate) head_limits: HeadLimits,
+    /// CA certificates (PEM) trusted beside the system's.
+    pub(crate) tls_roots: Option<Vec<u8>>,
 }
 
 /// The HTTP side of delivery: the connection pool (shared by clones, closed
@@ -80,12 +82,14 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    /// A sender with the delivery TLS set-up (the system's trust store).
+    /// A sender with the delivery TLS set-up (the system's trust store, and
+    /// the configured extra roots).
     ///
     /// # Errors
-    /// The TLS set-up failed: the system has no usable CA certificates.
+    /// The TLS set-up failed: the system has no usable CA certificates, or
+    /// the extra roots are not valid PEM certificates.
     pub(crate) fn new(config: SenderConfig, signer: Signer) -> Result<Self, std::io::Error> {
-        let tls = connect::tls_config().map_err(std::io::Error::other)?;
+        let tls = connect::tls_config(config.tls_roots.as_deref())?;
         Ok(Self::with_tls(config, signer, tls))
     }
 
@@ -392,7 +396,14 @@ mod tests {
     }
 
     fn config(policy: NetworkPolicy, timeout: Duration) -> SenderConfig {
-        SenderConfig { policy, timeout, connect_timeout: timeout, proxy: None, head_limits: HeadLimits::default() }
+        SenderConfig {
+            policy,
+            timeout,
+            connect_timeout: timeout,
+            proxy: None,
+            head_limits: HeadLimits::default(),
+            tls_roots: None,
+        }
     }
 
     fn event() -> Event {
