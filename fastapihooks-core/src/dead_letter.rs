@@ -3,37 +3,26 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::emit::TransformError;
 use crate::event::Event;
+use crate::send::AttemptError;
+use crate::subscription::InvalidSubscription;
 use crate::subscription::WebhookSubscription;
 
-/// Why an event or one of its deliveries finally failed.
+/// Why an event or one of its deliveries finally failed: the last
+/// attempt's error, or what stopped the event or the delivery before or
+/// between attempts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliveryError {
-    /// The endpoint answered with a status that is not 2xx.
-    #[error("endpoint answered HTTP {status}")]
-    Status {
-        /// The HTTP status code.
-        status: u16,
-    },
-    /// The endpoint answered with a redirect; redirects are never followed.
-    #[error("endpoint answered HTTP {status}, a redirect; redirects are not followed")]
-    Redirect {
-        /// The HTTP status code.
-        status: u16,
-    },
-    /// The request did not complete within the timeout.
-    #[error("request timed out after {0:?}")]
-    Timeout(Duration),
-    /// Connecting, resolving or transferring failed.
-    #[error("network error: {0}")]
-    Network(String),
-    /// The network guard refused the destination (private address, bad URL).
-    #[error("destination refused: {0}")]
-    Refused(String),
+    /// The last attempt failed, and the retry policy gave up (or the error
+    /// is final).
+    #[error(transparent)]
+    Attempt(#[from] AttemptError),
+    /// The subscription's target URL is not one deliveries can be made to.
+    #[error("invalid target URL: {0}")]
+    InvalidTarget(InvalidSubscription),
     /// The intake queue was full when the event was emitted.
     #[error("queue full: the event was not accepted (capacity {capacity})")]
     QueueFull {
@@ -64,13 +53,22 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// True when trying again later may succeed: network errors, timeouts,
-    /// 408, 429, 5xx, and an unavailable store or backend.
+    /// True when sending again later may succeed: a transient attempt
+    /// error (network, timeout, 408, 429, 5xx; see
+    /// [`AttemptError::is_transient`]), or an unavailable store or backend.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status } => *status == 408 || *status == 429 || (500..600).contains(status),
-            Self::Timeout(_) | Self::Network(_) | Self::Store(_) | Self::Backend(_) => true,
+            Self::Attempt(e) => e.is_transient(),
+            Self::Store(_) | Self::Backend(_) => true,
             _ => false,
+        }
+    }
+
+    /// The receiver's HTTP status, when the last attempt got one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Attempt(AttemptError::Status { status } | AttemptError::Redirect { status }) => Some(*status),
+            _ => None,
         }
     }
 }
@@ -258,7 +256,7 @@ mod tests {
     fn failure(n: u32) -> DeliveryFailure {
         let mut f = DeliveryFailure::of_event(
             Arc::new(Event::new("e", Payload::null())),
-            DeliveryError::Status { status: 500 },
+            DeliveryError::Attempt(AttemptError::Status { status: 500 }),
         );
         f.attempts = n;
         f
@@ -281,13 +279,16 @@ mod tests {
     #[test]
     fn retryable_errors() {
         for s in [408, 429, 500, 502, 503, 599] {
-            assert!(DeliveryError::Status { status: s }.is_retryable(), "{s}");
+            assert!(DeliveryError::Attempt(AttemptError::Status { status: s }).is_retryable(), "{s}");
         }
         for s in [400, 401, 404, 410, 422] {
-            assert!(!DeliveryError::Status { status: s }.is_retryable(), "{s}");
+            assert!(!DeliveryError::Attempt(AttemptError::Status { status: s }).is_retryable(), "{s}");
         }
-        assert!(!DeliveryError::Redirect { status: 302 }.is_retryable());
-        assert!(DeliveryError::Network("reset".into()).is_retryable());
-        assert!(!DeliveryError::Refused("private".into()).is_retryable());
+        assert!(!DeliveryError::from(AttemptError::Redirect { status: 302 }).is_retryable());
+        assert!(DeliveryError::from(AttemptError::Network("reset".into())).is_retryable());
+        let refused = crate::send::guard::Refused { host: "h".into(), addr: [10, 0, 0, 1].into() };
+        assert!(!DeliveryError::from(AttemptError::Refused(refused)).is_retryable());
+        assert!(!DeliveryError::from(AttemptError::NotSent(crate::send::NotSent::BearerToken)).is_retryable());
+        assert!(DeliveryError::Store("down".into()).is_retryable());
     }
 }

@@ -75,10 +75,10 @@ pub use emit::{
     ResponsePayload, ShutdownReport, Transform, TransformError,
 };
 pub use event::{Event, EventId, Payload};
-pub use retry::RetryPolicy;
+pub use retry::{Decision, RetryPolicy};
 pub use secret::{Secret, SigningSecret};
 pub use send::guard::NetworkPolicy;
-pub use send::{InvalidProxy, Proxy};
+pub use send::{AttemptError, InvalidProxy, NotSent, Proxy};
 pub use sign::{SignatureScheme, SignatureSchemes};
 pub use stats::StatsSnapshot;
 pub use store::{CachedStore, MemoryStore, Store, StoreError};

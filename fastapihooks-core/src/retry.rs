@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::send::AttemptError;
+
 /// When to retry a delivery that failed with a retryable error (a network
 /// error, a timeout, 408, 429 or 5xx).
 ///
@@ -108,6 +110,66 @@ impl RetryPolicy {
 }
 
 /// Parses a `Retry-After` header: delay seconds, or an HTTP date.
+/// What follows a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again after this long.
+    RetryAfter(Duration),
+    /// No more attempts: the failure is final.
+    Final,
+}
+
+impl RetryPolicy {
+    /// The one place that decides: after attempt number `attempt` (1 for the
+    /// first) failed with `error`, with the endpoint having asked for
+    /// `retry_after`, try again after a delay, or stop. Final errors (see
+    /// [`AttemptError::is_transient`]) stop at once; transient ones follow
+    /// the policy, `Retry-After` taking the computed delay's place.
+    pub fn decide(&self, attempt: u32, error: &AttemptError, retry_after: Option<Duration>) -> Decision {
+        if !error.is_transient() {
+            return Decision::Final;
+        }
+        match self.delay(attempt.saturating_sub(1), retry_after) {
+            Some(delay) => Decision::RetryAfter(delay),
+            None => Decision::Final,
+        }
+    }
+}
+
+/// Waits between tries of something that is not a delivery: reconnecting
+/// to a broker, reading a store. Doubles from `base` up to `max`, with
+/// ±25 % jitter so that many waiters do not retry in step.
+#[derive(Clone, Debug)]
+pub(crate) struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) const fn new(base: Duration, max: Duration) -> Self {
+        Self { base, max, failures: 0 }
+    }
+
+    /// The wait after one more failure.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.failures.min(20)).unwrap_or(u32::MAX);
+        self.failures = self.failures.saturating_add(1);
+        let nominal = self.base.saturating_mul(factor).min(self.max);
+        nominal.mul_f64(rand::rng().random_range(0.75..=1.25)).min(self.max)
+    }
+
+    /// Failures since the last success.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A success: the next failure waits `base` again.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
@@ -133,6 +195,34 @@ mod tests {
             assert!(d9 >= Duration::from_secs(45) && d9 <= Duration::from_secs(75), "{d9:?}");
         }
         assert_eq!(p.delay(10, None), None);
+    }
+
+    #[test]
+    fn decide_stops_on_final_errors_and_follows_the_policy_on_transient_ones() {
+        let p = RetryPolicy::schedule([Duration::from_secs(5), Duration::from_secs(300)]).with_jitter(1.0, 1.0);
+        let busy = AttemptError::Status { status: 503 };
+        assert_eq!(p.decide(1, &busy, None), Decision::RetryAfter(Duration::from_secs(5)));
+        assert_eq!(p.decide(2, &busy, None), Decision::RetryAfter(Duration::from_secs(300)));
+        assert_eq!(p.decide(3, &busy, None), Decision::Final);
+        assert_eq!(p.decide(1, &busy, Some(Duration::from_secs(7))), Decision::RetryAfter(Duration::from_secs(7)));
+        assert_eq!(p.decide(1, &AttemptError::Status { status: 404 }, None), Decision::Final);
+        assert_eq!(p.decide(1, &AttemptError::Redirect { status: 302 }, None), Decision::Final);
+        assert_eq!(p.decide(1, &AttemptError::NotSent(crate::send::NotSent::BearerToken), None), Decision::Final);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_max_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125), "{first:?}");
+        let second = b.next_delay();
+        assert!(second >= Duration::from_millis(150) && second <= Duration::from_millis(250), "{second:?}");
+        for _ in 0..40 {
+            assert!(b.next_delay() <= Duration::from_secs(5));
+        }
+        assert_eq!(b.failures(), 42);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use fastapihooks::{
-    DeliveryError, Emission, InMemoryDeadLetterQueue, MemoryStore, RetryPolicy, Store, WebhookSubscription,
+    AttemptError, DeliveryError, Emission, InMemoryDeadLetterQueue, MemoryStore, RetryPolicy, Store,
+    WebhookSubscription,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
@@ -236,7 +237,7 @@ async fn network_errors_are_retried_then_handed_to_on_failure() {
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
     assert_eq!(f.attempts, 4, "first try + 3 retries");
-    assert!(matches!(f.error, DeliveryError::Network(_)), "{:?}", f.error);
+    assert!(matches!(f.error, DeliveryError::Attempt(AttemptError::Network(_))), "{:?}", f.error);
     assert_eq!(f.event.payload.to_value(), json!({"x": 1}));
     assert_eq!(f.subscription.as_ref().unwrap().target_url, format!("http://127.0.0.1:{port}/h"));
 }
@@ -257,7 +258,7 @@ async fn timeouts_are_retried_and_reported_as_timeouts() {
     assert!(hooks.shutdown(WAIT).await.drained);
     assert_eq!(rx.hits_for("/slow").len(), 2);
     let f = &dlq.entries()[0];
-    assert_eq!(f.error, DeliveryError::Timeout(Duration::from_millis(200)));
+    assert_eq!(f.error, DeliveryError::Attempt(AttemptError::Timeout(Duration::from_millis(200))));
     assert_eq!(f.attempts, 2);
 }
 
@@ -300,7 +301,7 @@ async fn redirects_are_refused_not_followed() {
     assert!(hooks.shutdown(WAIT).await.drained);
     assert_eq!(rx.hits_for("/h").len(), 1, "a 3xx is not retried");
     assert!(rx.hits_for("/elsewhere").is_empty(), "the redirect is not followed");
-    assert_eq!(dlq.entries()[0].error, DeliveryError::Redirect { status: 302 });
+    assert_eq!(dlq.entries()[0].error, DeliveryError::Attempt(AttemptError::Redirect { status: 302 }));
 }
 
 #[tokio::test]
@@ -319,7 +320,7 @@ async fn on_failure_gets_subscription_payload_error_and_attempts() {
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 1);
     let f = &got[0];
-    assert_eq!(f.error, DeliveryError::Status { status: 422 });
+    assert_eq!(f.error, DeliveryError::Attempt(AttemptError::Status { status: 422 }));
     assert_eq!(f.attempts, 1);
     assert_eq!(f.event.payload.to_value(), json!({"order": 9}));
     assert_eq!(f.event.name, "e");

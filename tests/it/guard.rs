@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use fastapihooks::{
-    BuildError, DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, Store, StoreError,
-    WebhookSubscription,
+    AttemptError, BuildError, DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, Store,
+    StoreError, WebhookSubscription,
 };
 use serde_json::json;
 
@@ -29,7 +29,7 @@ async fn private_destinations_are_refused_by_default_and_not_retried() {
     let failures = dlq.entries();
     assert_eq!(failures.len(), 3);
     for f in &failures {
-        assert!(matches!(f.error, DeliveryError::Refused(_)), "{:?}", f.error);
+        assert!(matches!(f.error, DeliveryError::Attempt(AttemptError::Refused(_))), "{:?}", f.error);
         assert_eq!(f.attempts, 1, "a refusal is not retried");
     }
 }

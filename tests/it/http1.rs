@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fastapihooks::{DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, RetryPolicy, WebhookSubscription};
+use fastapihooks::{
+    AttemptError, DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, NotSent, RetryPolicy, WebhookSubscription,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -273,7 +275,11 @@ async fn response_head_limits_are_settings() {
     hooks.send("e", &json!({})).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
-    assert!(matches!(&f.error, DeliveryError::Network(m) if m.contains("unreadable response")), "{:?}", f.error);
+    assert!(
+        matches!(&f.error, DeliveryError::Attempt(AttemptError::Network(m)) if m.contains("unreadable response")),
+        "{:?}",
+        f.error
+    );
 }
 
 #[tokio::test]
@@ -316,7 +322,11 @@ async fn an_early_413_to_a_large_body_is_reported_as_413() {
     hooks.send("e", &json!({ "blob": "x".repeat(16 * 1024 * 1024) })).unwrap();
     assert!(hooks.shutdown(Duration::from_secs(20)).await.drained);
     let f = &dlq.entries()[0];
-    assert_eq!(f.error, DeliveryError::Status { status: 413 }, "the receiver's answer, not a timeout");
+    assert_eq!(
+        f.error,
+        DeliveryError::Attempt(AttemptError::Status { status: 413 }),
+        "the receiver's answer, not a timeout"
+    );
     assert_eq!(f.attempts, 1, "413 is final");
     assert!(started.elapsed() < Duration::from_secs(5), "answered before the 5 s timeout");
     assert_eq!(heads.load(Ordering::SeqCst), 1);
@@ -336,7 +346,7 @@ async fn a_new_connection_closed_before_a_response_is_a_network_error() {
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
     assert_eq!(f.attempts, 2, "retried by the policy, like any network error");
-    assert_eq!(f.error, DeliveryError::Network("connection closed before a response".into()));
+    assert_eq!(f.error, DeliveryError::Attempt(AttemptError::Network("connection closed before a response".into())));
     assert!(!f.error.to_string().contains("QUERY-SECRET"));
     assert_eq!(server.requests().len(), 2, "no resend on a new connection: only reused ones may be stale");
 }
@@ -362,7 +372,7 @@ async fn chunked_responses_are_read_and_the_connection_kept() {
     wait_delivered(&hooks, 1).await;
     hooks.send("e", &json!(2)).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
-    assert_eq!(dlq.entries()[0].error, DeliveryError::Status { status: 503 });
+    assert_eq!(dlq.entries()[0].error, DeliveryError::Attempt(AttemptError::Status { status: 503 }));
     assert_eq!(server.accepts(), 1, "the chunked body was read to its end, the connection reused");
 }
 
@@ -381,7 +391,7 @@ async fn a_response_that_never_comes_is_a_timeout() {
     hooks.send("e", &json!({})).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(dlq.entries()[0].error, DeliveryError::Timeout(Duration::from_millis(200)));
+    assert_eq!(dlq.entries()[0].error, DeliveryError::Attempt(AttemptError::Timeout(Duration::from_millis(200))));
 }
 
 #[tokio::test]
@@ -414,7 +424,7 @@ async fn redirects_are_not_followed() {
     hooks.send("e", &json!({})).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
-    assert_eq!(f.error, DeliveryError::Redirect { status: 302 });
+    assert_eq!(f.error, DeliveryError::Attempt(AttemptError::Redirect { status: 302 }));
     assert_eq!(f.attempts, 1, "a redirect is final");
     let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
     assert_eq!(lines, ["POST /h HTTP/1.1"], "/elsewhere was never asked for");
@@ -502,7 +512,7 @@ async fn a_bearer_token_that_would_break_the_header_is_refused() {
     hooks.send("e", &json!({})).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
-    assert!(matches!(&f.error, DeliveryError::Refused(m) if m.contains("bearer")), "{:?}", f.error);
+    assert!(matches!(&f.error, DeliveryError::Attempt(AttemptError::NotSent(NotSent::BearerToken))), "{:?}", f.error);
     assert_eq!(f.attempts, 1);
     assert!(server.requests().is_empty(), "nothing was sent");
 }

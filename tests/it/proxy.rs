@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fastapihooks::send::Proxy;
-use fastapihooks::{DeliveryError, InMemoryDeadLetterQueue, NetworkPolicy, RetryPolicy, WebhookSubscription};
+use fastapihooks::{
+    AttemptError, DeliveryError, InMemoryDeadLetterQueue, NetworkPolicy, RetryPolicy, WebhookSubscription,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -157,7 +159,7 @@ async fn the_guard_refuses_a_receiver_before_the_proxy_hears_of_it() {
     assert!(hooks.shutdown(WAIT).await.drained);
     let errors: Vec<DeliveryError> = dlq.entries().into_iter().map(|f| f.error).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors.iter().all(|e| matches!(e, DeliveryError::Refused(_))), "{errors:?}");
+    assert!(errors.iter().all(|e| matches!(e, DeliveryError::Attempt(AttemptError::Refused(_)))), "{errors:?}");
     assert!(receiver.hits().is_empty());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = proxy.log();
@@ -179,7 +181,10 @@ async fn a_proxy_that_is_down_is_a_network_error_that_names_it() {
     hooks.send("e", &json!({})).unwrap();
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
-    assert_eq!(f.error, DeliveryError::Network("proxy: could not connect: connection refused".into()));
+    assert_eq!(
+        f.error,
+        DeliveryError::Attempt(AttemptError::Network("proxy: could not connect: connection refused".into()))
+    );
     assert_eq!(f.attempts, 2, "retried like any network error");
     assert!(receiver.hits().is_empty(), "never sent around the proxy");
 }

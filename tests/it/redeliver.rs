@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use fastapihooks::{
-    DeliveryError, DeliveryFailure, DeliveryRuntime, Emission, EmitError, FastapihooksContext, InMemoryDeadLetterQueue,
-    MemoryStore, RedeliverError, Store, Transform, WebhookSubscription,
+    AttemptError, DeliveryError, DeliveryFailure, DeliveryRuntime, Emission, EmitError, FastapihooksContext,
+    InMemoryDeadLetterQueue, MemoryStore, RedeliverError, Store, Transform, WebhookSubscription,
 };
 use serde_json::{Value, json};
 
@@ -41,12 +41,12 @@ async fn a_failed_delivery_goes_again_to_its_subscription_only_with_the_same_eve
     let event_id = hooks.emit(Emission::new("e").response_value(json!({"order": 7}))).unwrap();
 
     let failure = next_failure(&dlq).await;
-    assert_eq!(failure.error, DeliveryError::Status { status: 422 });
+    assert_eq!(failure.error, DeliveryError::Attempt(AttemptError::Status { status: 422 }));
     assert_eq!(failure.subscription_id.as_deref(), Some(id.as_str()));
     hooks.redeliver(failure).await.unwrap();
     // Refused again: reported again, for the same subscription, after one attempt.
     let again = next_failure(&dlq).await;
-    assert_eq!(again.error, DeliveryError::Status { status: 422 });
+    assert_eq!(again.error, DeliveryError::Attempt(AttemptError::Status { status: 422 }));
     assert_eq!(again.subscription_id.as_deref(), Some(id.as_str()));
     assert_eq!(again.attempts, 1, "a fresh round of attempts");
     assert_eq!(again.event.id, event_id);
@@ -117,7 +117,7 @@ async fn what_cannot_be_sent_again_is_refused_and_nothing_is_queued() {
     // After shutdown nothing is redelivered.
     hooks.send("e", &json!({})).unwrap();
     let failure = next_failure(&dlq).await;
-    assert_eq!(failure.error, DeliveryError::Status { status: 404 });
+    assert_eq!(failure.error, DeliveryError::Attempt(AttemptError::Status { status: 404 }));
     assert!(hooks.shutdown(WAIT).await.drained);
     assert_eq!(hooks.redeliver(failure).await, Err(RedeliverError::ShutDown));
     assert_eq!(rx.hits_for("/h").len(), 1);

@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::routing::post;
 use fastapihooks::backend::RedisStreamsBackend;
 use fastapihooks::{
-    DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, RedeliverError, RetryPolicy,
-    Store, Verifier, WebhookSubscription, Worker, WorkerBuilder, hook,
+    AttemptError, DeliveryError, Fastapihooks, InMemoryDeadLetterQueue, MemoryStore, NetworkPolicy, RedeliverError,
+    RetryPolicy, Store, Verifier, WebhookSubscription, Worker, WorkerBuilder, hook,
 };
 use serde_json::{Value, json};
 
@@ -265,7 +265,7 @@ async fn a_worker_redelivers_its_failures_and_an_app_republishes_a_failed_publis
     let id = hooks.send("order.created", &json!({"n": 1})).unwrap();
     assert!(eventually(WAIT, || async { !dlq.is_empty() }).await);
     let failure = dlq.drain().remove(0);
-    assert_eq!(failure.error, DeliveryError::Status { status: 422 });
+    assert_eq!(failure.error, DeliveryError::Attempt(AttemptError::Status { status: 422 }));
     // The app did not make the delivery: the worker redelivers it.
     assert_eq!(hooks.redeliver(failure.clone()).await, Err(RedeliverError::NotDeliveredHere));
     w.redeliver(failure).await.unwrap();

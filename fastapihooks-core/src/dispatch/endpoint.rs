@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Job, Shared};
 use crate::dead_letter::DeliveryError;
-use crate::send::{Attempt, Timer};
+use crate::retry::Decision;
+use crate::send::{Attempt, AttemptError, Timer};
 use crate::stats::Stats;
 
 #[derive(Default)]
@@ -216,14 +217,13 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
                 job.done.clone().finish(&shared, true);
             }
             Some(Attempt::Failed { error, retry_after }) => {
-                let delay = if error.is_retryable() { shared.retry.delay(job.attempts - 1, retry_after) } else { None };
-                match delay {
-                    None => {
+                match shared.retry.decide(job.attempts, &error, retry_after) {
+                    Decision::Final => {
                         // Reported once, through on_failure (which logs it when no handler is set).
                         tracing::debug!(latency_ms = timer.millis(), error = %error, "delivery failed for good");
-                        job.fail(&shared, error);
+                        job.fail(&shared, error.into());
                     }
-                    Some(delay) => {
+                    Decision::RetryAfter(delay) => {
                         tracing::debug!(latency_ms = timer.millis(), error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
                         Stats::inc(&shared.stats.retried);
                         schedule_retry(&shared, job, delay, error);
@@ -234,7 +234,7 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
     }
 }
 
-fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: std::time::Duration, error: DeliveryError) {
+fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: std::time::Duration, error: AttemptError) {
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         tokio::select! {

@@ -1,7 +1,7 @@
 //! Dispatch: from a consumed event to deliveries.
 //!
 //! ```text
-//! Backend::consume ─> fan_out(event): static subscribers + Store::subscriptions_for
+//! Backend::consume ─> fan_out(event): static subscribers + Store::shared_subscriptions_for
 //!                        └─> one Job per subscription ─> endpoint queue (endpoint.rs)
 //! endpoint queue ─> worker (≤ per-endpoint limit) ─> global permit ─> send ─> done | retry | dead-letter
 //! ```
@@ -29,12 +29,20 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, BackendError, Receipt, Received};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::event::Event;
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::send::Sender;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::subscription::{StoredWebhookSubscription, WebhookSubscription};
 use endpoint::Endpoints;
+
+/// The wait between failed reads of the backend: from, up to.
+const CONSUME_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(6));
+/// The wait between failed store look-ups of one event: from, up to.
+const STORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// Store look-ups of one event retried before the event fails (about 9 s
+/// of waiting in all: a fail-over, not an outage).
+const STORE_RETRIES: u32 = 8;
 
 /// Limits of the delivery engine.
 #[derive(Clone, Debug)]
@@ -269,7 +277,7 @@ impl Dispatcher {
         let shared = &self.shared;
         let fan_outs = Arc::new(Semaphore::new(shared.limits.max_fan_outs.max(1)));
         let mut stream = backend.consume();
-        let mut errors = 0u32;
+        let mut backoff = Backoff::new(CONSUME_BACKOFF.0, CONSUME_BACKOFF.1);
         loop {
             let item = tokio::select! {
                 biased;
@@ -296,8 +304,7 @@ impl Dispatcher {
                     continue;
                 }
                 Some(Err(e)) => {
-                    errors = errors.saturating_add(1);
-                    let wait = Duration::from_millis(100u64 << errors.min(6));
+                    let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "backend consume error");
                     tokio::select! {
                         () = shared.cancel.cancelled() => break,
@@ -305,7 +312,7 @@ impl Dispatcher {
                     }
                 }
             };
-            errors = 0;
+            backoff.reset();
             let slot = tokio::select! {
                 () = shared.cancel.cancelled() => {
                     self.abandon(received);
@@ -384,7 +391,7 @@ impl Dispatcher {
             let url = match shared.urls.parse(&target.subscription().target_url) {
                 Ok(url) => url,
                 Err(e) => {
-                    shared.fail(target.failure(event.clone(), DeliveryError::Refused(e.to_string()), 0));
+                    shared.fail(target.failure(event.clone(), DeliveryError::InvalidTarget(e), 0));
                     done.finish(shared, true);
                     continue;
                 }
@@ -434,23 +441,26 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The store's subscriptions for the event, retried per the retry policy
-    /// while the store is unavailable.
+    /// The store's subscriptions for the event, retried with a backoff of
+    /// its own while the store is unavailable, [`STORE_RETRIES`] times: a
+    /// fan-out holds a permit while it waits, so it must not wait on the
+    /// delivery schedule, which may span days.
     async fn lookup(
         &self,
         store: &dyn Store,
         event: &Event,
     ) -> Result<Vec<Arc<StoredWebhookSubscription>>, DeliveryError> {
-        let mut retry = 0;
+        let mut backoff = Backoff::new(STORE_BACKOFF.0, STORE_BACKOFF.1);
         loop {
             match store.shared_subscriptions_for(&event.name, event.owner_id.as_deref()).await {
                 Ok(subs) => return Ok(subs),
                 Err(e) => {
                     let error = DeliveryError::Store(e.to_string());
-                    let delay = if e.is_retryable() { self.shared.retry.delay(retry, None) } else { None };
-                    let Some(delay) = delay else { return Err(error) };
+                    if !e.is_retryable() || backoff.failures() >= STORE_RETRIES {
+                        return Err(error);
+                    }
+                    let delay = backoff.next_delay();
                     tracing::warn!(event_id = %event.id, error = %e, retry_in_ms = delay.as_millis() as u64, "store lookup failed; retrying");
-                    retry += 1;
                     tokio::select! {
                         () = self.shared.cancel.cancelled() => return Err(DeliveryError::Shutdown { last: Some(error.to_string()) }),
                         () = tokio::time::sleep(delay) => {}

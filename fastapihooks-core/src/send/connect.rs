@@ -20,9 +20,9 @@ use tower_service::Service;
 use url::Url;
 
 use super::conn::{Conn, Io, Via};
+use super::error::{AttemptError, NotSent};
 use super::guard::{self, NetworkPolicy, ResolveError};
 use super::proxy::{Proxy, Route};
-use crate::dead_letter::DeliveryError;
 
 /// Limits on the response heads read back, with hyper's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,29 +135,29 @@ impl Connector {
     /// handshake together get the connect timeout.
     ///
     /// # Errors
-    /// [`DeliveryError::Refused`] when the guard refuses every address,
-    /// [`DeliveryError::Timeout`] (with the connect timeout) when connecting
-    /// took too long, [`DeliveryError::Network`] otherwise. Messages never
+    /// [`AttemptError::Refused`] when the guard refuses every address,
+    /// [`AttemptError::Timeout`] (with the connect timeout) when connecting
+    /// took too long, [`AttemptError::Network`] otherwise. Messages never
     /// contain the URL.
-    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, DeliveryError> {
+    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, AttemptError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         match tokio::time::timeout_at(deadline, self.open(url, deadline)).await {
             Ok(result) => result,
-            Err(_) => Err(DeliveryError::Timeout(self.connect_timeout)),
+            Err(_) => Err(AttemptError::Timeout(self.connect_timeout)),
         }
     }
 
-    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, DeliveryError> {
+    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, AttemptError> {
         let port = url.port_or_known_default().unwrap_or(80);
         let addrs = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
             Some(url::Host::Domain(host)) => match guard::resolve(&self.policy, host, port).await {
                 Ok(addrs) => addrs,
-                Err(ResolveError::Refused(refused)) => return Err(DeliveryError::Refused(refused.to_string())),
-                Err(ResolveError::Lookup(e)) => return Err(DeliveryError::Network(format!("dns error: {e}"))),
+                Err(ResolveError::Refused(refused)) => return Err(refused.into()),
+                Err(ResolveError::Lookup(e)) => return Err(AttemptError::Network(format!("dns error: {e}"))),
             },
-            None => return Err(DeliveryError::Refused("the URL has no host".into())),
+            None => return Err(NotSent::Url("no host").into()),
         };
         let https = url.scheme() == "https";
         let (tcp, via) = match self.proxy.as_ref().and_then(|p| p.route(url)) {
@@ -172,39 +172,39 @@ impl Connector {
         let io = if https { self.tls(url, tcp).await? } else { Io::Plain(tcp) };
         Conn::handshake(&self.http1, io, via)
             .await
-            .map_err(|e| DeliveryError::Network(format!("could not start HTTP/1.1: {e}")))
+            .map_err(|e| AttemptError::Network(format!("could not start HTTP/1.1: {e}")))
     }
 
     /// TLS over `tcp`. SNI and certificate checks use the host name; an
     /// IP-literal host is checked against the certificate's IP addresses,
     /// without SNI.
-    async fn tls(&self, url: &Url, tcp: TcpStream) -> Result<Io, DeliveryError> {
+    async fn tls(&self, url: &Url, tcp: TcpStream) -> Result<Io, AttemptError> {
         let server_name = match url.host() {
             Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
             _ => {
                 let host = url.host_str().unwrap_or_default().to_owned();
                 ServerName::try_from(host)
-                    .map_err(|_| DeliveryError::Network("the host is not a valid TLS server name".into()))?
+                    .map_err(|_| AttemptError::Network("the host is not a valid TLS server name".into()))?
             }
         };
         match self.tls.connect(server_name, tcp).await {
             Ok(tls) => Ok(Io::Tls(Box::new(tls))),
-            Err(e) => Err(DeliveryError::Network(format!("tls handshake failed: {e}"))),
+            Err(e) => Err(AttemptError::Network(format!("tls handshake failed: {e}"))),
         }
     }
 
     /// A TCP connection to the proxy (the operator's: resolved without the
     /// guard).
-    async fn to_proxy(&self, route: &Route, deadline: tokio::time::Instant) -> Result<TcpStream, DeliveryError> {
+    async fn to_proxy(&self, route: &Route, deadline: tokio::time::Instant) -> Result<TcpStream, AttemptError> {
         let host = route.proxy.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
         let port = route.proxy.port_u16().unwrap_or(80);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| DeliveryError::Network(format!("dns error for the proxy: {e}")))?
+            .map_err(|e| AttemptError::Network(format!("dns error for the proxy: {e}")))?
             .collect();
         connect_tcp(&addrs, deadline, self.connect_timeout).await.map_err(|e| match e {
-            DeliveryError::Network(msg) => DeliveryError::Network(format!("proxy: {msg}")),
+            AttemptError::Network(msg) => AttemptError::Network(format!("proxy: {msg}")),
             other => other,
         })
     }
@@ -216,7 +216,7 @@ impl Connector {
         route: &Route,
         addrs: &[SocketAddr],
         deadline: tokio::time::Instant,
-    ) -> Result<TcpStream, DeliveryError> {
+    ) -> Result<TcpStream, AttemptError> {
         let mut last = None;
         for addr in addrs {
             let tcp = self.to_proxy(route, deadline).await?;
@@ -228,15 +228,15 @@ impl Connector {
             let Ok(dst) = Uri::try_from(format!("https://{addr}")) else { continue };
             match tunnel.call(dst).await {
                 Ok(io) => return Ok(io.into_inner()),
-                Err(e) => last = Some(DeliveryError::Network(format!("proxy: CONNECT failed ({e})"))),
+                Err(e) => last = Some(AttemptError::Network(format!("proxy: CONNECT failed ({e})"))),
             }
         }
         Err(last.unwrap_or_else(no_address))
     }
 }
 
-fn no_address() -> DeliveryError {
-    DeliveryError::Network("no address to connect to".into())
+fn no_address() -> AttemptError {
+    AttemptError::Network("no address to connect to".into())
 }
 
 /// Hands hyper-util's [`Tunnel`] the connection to the proxy that was
@@ -263,7 +263,7 @@ async fn connect_tcp(
     addrs: &[SocketAddr],
     deadline: tokio::time::Instant,
     connect_timeout: Duration,
-) -> Result<TcpStream, DeliveryError> {
+) -> Result<TcpStream, AttemptError> {
     let mut last = None;
     for (i, &addr) in addrs.iter().enumerate() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -274,8 +274,8 @@ async fn connect_tcp(
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
-            Ok(Err(e)) => last = Some(DeliveryError::Network(format!("could not connect: {}", describe(&e)))),
-            Err(_) => last = Some(DeliveryError::Timeout(connect_timeout)),
+            Ok(Err(e)) => last = Some(AttemptError::Network(format!("could not connect: {}", describe(&e)))),
+            Err(_) => last = Some(AttemptError::Timeout(connect_timeout)),
         }
     }
     Err(last.unwrap_or_else(no_address))

@@ -10,6 +10,7 @@
 
 mod conn;
 mod connect;
+mod error;
 pub mod guard;
 mod pool;
 mod proxy;
@@ -25,7 +26,6 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use url::{Position, Url};
 
-use crate::dead_letter::DeliveryError;
 use crate::event::Event;
 use crate::retry::parse_retry_after;
 use crate::sign::Signer;
@@ -33,6 +33,7 @@ use crate::subscription::{Auth, WebhookSubscription};
 use conn::{Body, Via};
 pub(crate) use connect::HeadLimits;
 use connect::{Connector, describe};
+pub use error::{AttemptError, NotSent};
 use guard::{NetworkPolicy, Refused};
 use pool::Pool;
 pub use proxy::{InvalidProxy, Proxy};
@@ -54,7 +55,7 @@ pub(crate) enum Attempt {
     /// 2xx.
     Delivered { status: u16 },
     /// Failed; `retry_after` is what the endpoint asked for.
-    Failed { error: DeliveryError, retry_after: Option<Duration> },
+    Failed { error: AttemptError, retry_after: Option<Duration> },
 }
 
 /// What a sender is made of, besides its signer.
@@ -115,10 +116,10 @@ impl Sender {
             Attempt::Delivered { status }
         } else if head.status.is_redirection() {
             // Never followed: a redirect could lead past the network guard.
-            Attempt::Failed { error: DeliveryError::Redirect { status }, retry_after: None }
+            Attempt::Failed { error: AttemptError::Redirect { status }, retry_after: None }
         } else {
-            let error = DeliveryError::Status { status };
-            let retry_after = if error.is_retryable() {
+            let error = AttemptError::Status { status };
+            let retry_after = if error.is_transient() {
                 head.headers
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
@@ -132,7 +133,7 @@ impl Sender {
 
     /// The request's headers, signed, in the order receivers have always
     /// seen them.
-    fn headers(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<HeaderMap, DeliveryError> {
+    fn headers(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<HeaderMap, AttemptError> {
         let mut headers = HeaderMap::with_capacity(16);
         // The host with its port unless it is the scheme's default (IPv6 in
         // brackets), as the parsed URL writes it.
@@ -152,7 +153,7 @@ impl Sender {
         if let Auth::Bearer(token) = &sub.auth {
             let token = token.expose().as_bytes();
             if !crate::wire::is_valid_header_value(token) {
-                return Err(DeliveryError::Refused("bearer token is not a valid header value".into()));
+                return Err(NotSent::BearerToken.into());
             }
             let mut value = Vec::with_capacity(7 + token.len());
             value.extend_from_slice(b"Bearer ");
@@ -163,7 +164,7 @@ impl Sender {
         }
         self.signer
             .sign(event.id.as_str(), chrono::Utc::now(), event.payload.as_bytes(), &sub.secrets, &mut headers)
-            .map_err(|e| DeliveryError::Refused(e.to_string()))?;
+            .map_err(NotSent::Signing)?;
         Ok(headers)
     }
 
@@ -176,7 +177,7 @@ impl Sender {
         url: &Url,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<http::response::Parts, DeliveryError> {
+    ) -> Result<http::response::Parts, AttemptError> {
         // One timer for the whole exchange.
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
@@ -210,7 +211,7 @@ impl Sender {
         let (mut conn, response) = tokio::select! {
             biased;
             sent = exchange => sent?,
-            () = &mut deadline => return Err(DeliveryError::Timeout(self.timeout)),
+            () = &mut deadline => return Err(AttemptError::Timeout(self.timeout)),
         };
         // The status is known: reading the body only decides whether the
         // connection can be kept. Running out of time here costs the
@@ -229,7 +230,7 @@ impl Sender {
 
     /// For IP-literal hosts (which skip the resolver), applies the network
     /// policy here.
-    fn vet(&self, url: &Url) -> Result<(), DeliveryError> {
+    fn vet(&self, url: &Url) -> Result<(), AttemptError> {
         let ip = match url.host() {
             Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
             Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
@@ -238,19 +239,14 @@ impl Sender {
         if self.policy.permits(ip) {
             return Ok(());
         }
-        let refused = Refused { host: ip.to_string(), addr: ip };
-        Err(DeliveryError::Refused(refused.to_string()))
+        Err(Refused { host: ip.to_string(), addr: ip }.into())
     }
 }
 
 /// The request for one connection: origin-form (`/path?query`, never the
 /// fragment) straight or through a tunnel, absolute-form naming the vetted
 /// address through a proxy.
-fn request(
-    url: &Url,
-    via: &Via,
-    (mut headers, body): (HeaderMap, Bytes),
-) -> Result<http::Request<Body>, DeliveryError> {
+fn request(url: &Url, via: &Via, (mut headers, body): (HeaderMap, Bytes)) -> Result<http::Request<Body>, AttemptError> {
     let target = &url[Position::BeforePath..Position::AfterQuery];
     let uri = match via {
         Via::Direct => Uri::try_from(target),
@@ -270,27 +266,27 @@ fn request(
 
 /// A URL that parsed but cannot be written as a request (never seen from
 /// URLs the subscription checks accept; final, as sending again cannot help).
-fn refused_target() -> DeliveryError {
-    DeliveryError::Refused("the URL cannot be written as an HTTP request".into())
+fn refused_target() -> AttemptError {
+    NotSent::Url("not writable as an HTTP request").into()
 }
 
 /// A failed exchange, in a few words that never contain the URL.
-fn network_error(e: &hyper::Error) -> DeliveryError {
+fn network_error(e: &hyper::Error) -> AttemptError {
     if e.is_incomplete_message() {
-        return DeliveryError::Network("connection closed before a response".into());
+        return AttemptError::Network("connection closed before a response".into());
     }
     if e.is_parse() {
         // Not HTTP, or a head over the limits ("message head is too large").
-        return DeliveryError::Network(format!("unreadable response: {e}"));
+        return AttemptError::Network(format!("unreadable response: {e}"));
     }
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return DeliveryError::Network(format!("connection failed: {}", describe(io)));
+            return AttemptError::Network(format!("connection failed: {}", describe(io)));
         }
         source = cause.source();
     }
-    DeliveryError::Network(e.to_string())
+    AttemptError::Network(e.to_string())
 }
 
 /// Times an attempt, for logs.
@@ -538,7 +534,7 @@ mod tests {
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         match sender.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: DeliveryError::Network(msg), .. } => {
+            Attempt::Failed { error: AttemptError::Network(msg), .. } => {
                 assert!(msg.starts_with("tls handshake failed") && msg.contains("certificate"), "{msg}");
             }
             other => panic!("an untrusted certificate must fail: {other:?}"),
@@ -557,7 +553,7 @@ mod tests {
         let sub = WebhookSubscription::new(format!("http://localhost:{port}/h?token=SECRET")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         match sender.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: DeliveryError::Network(msg), .. } => {
+            Attempt::Failed { error: AttemptError::Network(msg), .. } => {
                 assert_eq!(msg, "could not connect: connection refused");
             }
             other => panic!("{other:?}"),
@@ -565,7 +561,7 @@ mod tests {
         // Names resolving only to refused addresses are refused, not retried.
         let strict = Sender::with_tls(config(NetworkPolicy::default(), timeout), Signer::new(None), test_tls());
         match strict.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: DeliveryError::Refused(msg), .. } => assert!(msg.contains("localhost"), "{msg}"),
+            Attempt::Failed { error: AttemptError::Refused(refused), .. } => assert_eq!(refused.host, "localhost"),
             other => panic!("{other:?}"),
         }
     }
