@@ -252,10 +252,13 @@ impl Signer {
             hex::encode_to_slice(digest, &mut out[7..]).expect("64 hex digits fit");
             out
         });
-        if let Some((timestamp, value)) = &standard {
+        if let Some((timestamp, value)) = standard {
             put(headers, WEBHOOK_ID_HEADER, id);
             put(headers, WEBHOOK_TIMESTAMP_HEADER, timestamp);
-            put(headers, WEBHOOK_SIGNATURE_HEADER, value);
+            // The value was built for this header: handed over, not copied.
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                headers.insert(WEBHOOK_SIGNATURE_HEADER, value);
+            }
         }
         if let Some(legacy) = &legacy {
             put(headers, SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));

@@ -139,7 +139,7 @@ impl Connector {
     /// [`AttemptError::Timeout`] (with the connect timeout) when connecting
     /// took too long, [`AttemptError::Network`] otherwise. Messages never
     /// contain the URL.
-    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, AttemptError> {
+    pub(crate) async fn connect(&self, url: &Url) -> Result<Box<Conn>, AttemptError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         match tokio::time::timeout_at(deadline, self.open(url, deadline)).await {
             Ok(result) => result,
@@ -147,7 +147,7 @@ impl Connector {
         }
     }
 
-    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, AttemptError> {
+    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Box<Conn>, AttemptError> {
         let port = url.port_or_known_default().unwrap_or(80);
         let addrs = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -172,6 +172,7 @@ impl Connector {
         let io = if https { self.tls(url, tcp).await? } else { Io::Plain(tcp) };
         Conn::handshake(&self.http1, io, via)
             .await
+            .map(Box::new)
             .map_err(|e| AttemptError::Network(format!("could not start HTTP/1.1: {e}")))
     }
 

@@ -49,6 +49,36 @@ pub const USER_AGENT: &str = concat!("fastapihooks/", env!("CARGO_PKG_VERSION"))
 /// closes it instead (the status is all a delivery needs).
 const MAX_BODY: usize = 64 * 1024;
 
+/// A subscription's target URL, parsed once, with the parts of the request
+/// that every delivery to it repeats (the `Host` header, the origin-form
+/// request target), made once too. Derefs to the URL.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    url: Url,
+    /// `None` when the URL cannot be written as a request (refused at send).
+    host: Option<HeaderValue>,
+    path: Option<Uri>,
+}
+
+impl Destination {
+    pub(crate) fn new(url: Url) -> Self {
+        // The host with its port unless it is the scheme's default (IPv6 in
+        // brackets), as the parsed URL writes it; path and query, never the
+        // fragment.
+        let host = HeaderValue::from_str(&url[Position::BeforeHost..Position::BeforePath]).ok();
+        let path = Uri::try_from(&url[Position::BeforePath..Position::AfterQuery]).ok();
+        Self { url, host, path }
+    }
+}
+
+impl std::ops::Deref for Destination {
+    type Target = Url;
+
+    fn deref(&self) -> &Url {
+        &self.url
+    }
+}
+
 /// The outcome of one attempt.
 #[derive(Debug)]
 pub(crate) enum Attempt {
@@ -102,7 +132,7 @@ impl Sender {
     }
 
     /// One POST of `event` to `sub`, whose target URL is `url` (parsed).
-    pub(crate) async fn send(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Attempt {
+    pub(crate) async fn send(&self, event: &Event, sub: &WebhookSubscription, url: &Destination) -> Attempt {
         let headers = match self.vet(url).and_then(|()| self.headers(event, sub, url)) {
             Ok(headers) => headers,
             Err(error) => return Attempt::Failed { error, retry_after: None },
@@ -133,13 +163,9 @@ impl Sender {
 
     /// The request's headers, signed, in the order receivers have always
     /// seen them.
-    fn headers(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<HeaderMap, AttemptError> {
+    fn headers(&self, event: &Event, sub: &WebhookSubscription, url: &Destination) -> Result<HeaderMap, AttemptError> {
         let mut headers = HeaderMap::with_capacity(16);
-        // The host with its port unless it is the scheme's default (IPv6 in
-        // brackets), as the parsed URL writes it.
-        let host = &url[Position::BeforeHost..Position::BeforePath];
-        let host = HeaderValue::from_str(host).map_err(|_| refused_target())?;
-        headers.insert(HOST, host);
+        headers.insert(HOST, url.host.clone().ok_or_else(refused_target)?);
         headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(event.payload.as_bytes().len()));
@@ -174,7 +200,7 @@ impl Sender {
     /// reusable.
     async fn exchange(
         &self,
-        url: &Url,
+        url: &Destination,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<http::response::Parts, AttemptError> {
@@ -246,20 +272,24 @@ impl Sender {
 /// The request for one connection: origin-form (`/path?query`, never the
 /// fragment) straight or through a tunnel, absolute-form naming the vetted
 /// address through a proxy.
-fn request(url: &Url, via: &Via, (mut headers, body): (HeaderMap, Bytes)) -> Result<http::Request<Body>, AttemptError> {
-    let target = &url[Position::BeforePath..Position::AfterQuery];
+fn request(
+    url: &Destination,
+    via: &Via,
+    (mut headers, body): (HeaderMap, Bytes),
+) -> Result<http::Request<Body>, AttemptError> {
     let uri = match via {
-        Via::Direct => Uri::try_from(target),
+        Via::Direct => url.path.clone().ok_or_else(refused_target)?,
         Via::Proxy { target: addr, auth } => {
             if let Some(auth) = auth {
                 headers.insert(PROXY_AUTHORIZATION, auth.clone());
             }
-            Uri::try_from(format!("http://{addr}{target}"))
+            let target = &url[Position::BeforePath..Position::AfterQuery];
+            Uri::try_from(format!("http://{addr}{target}")).map_err(|_| refused_target())?
         }
     };
     let mut request = http::Request::new(Body::new(body));
     *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = uri.map_err(|_| refused_target())?;
+    *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     Ok(request)
 }
@@ -413,7 +443,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
-        let url = Url::parse(&sub.target_url).unwrap();
+        let url = Destination::new(Url::parse(&sub.target_url).unwrap());
         for _ in 0..3 {
             let attempt = sender.send(&event(), &sub, &url).await;
             assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
@@ -421,7 +451,7 @@ mod tests {
         assert_eq!(handshakes.load(Ordering::SeqCst), 1, "one TLS connection, kept alive");
         // An IP-literal host: verified against the certificate's IP address, no SNI.
         let sub = WebhookSubscription::new(format!("https://127.0.0.1:{port}/h")).unwrap();
-        let url = Url::parse(&sub.target_url).unwrap();
+        let url = Destination::new(Url::parse(&sub.target_url).unwrap());
         let attempt = sender.send(&event(), &sub, &url).await;
         assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
         let seen = seen.lock().unwrap().clone();
@@ -510,7 +540,7 @@ mod tests {
         let timeout = Duration::from_secs(2);
         let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
-        let url = Url::parse(&sub.target_url).unwrap();
+        let url = Destination::new(Url::parse(&sub.target_url).unwrap());
         let mut delivered = 0;
         for _ in 0..3 {
             if let Attempt::Delivered { .. } = sender.send(&event(), &sub, &url).await {
@@ -532,7 +562,7 @@ mod tests {
         // The real set-up: the platform verifier and the system's roots.
         let sender = Sender::new(config(policy, timeout), Signer::new(None)).unwrap();
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
-        let url = Url::parse(&sub.target_url).unwrap();
+        let url = Destination::new(Url::parse(&sub.target_url).unwrap());
         match sender.send(&event(), &sub, &url).await {
             Attempt::Failed { error: AttemptError::Network(msg), .. } => {
                 assert!(msg.starts_with("tls handshake failed") && msg.contains("certificate"), "{msg}");
@@ -551,7 +581,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("http://localhost:{port}/h?token=SECRET")).unwrap();
-        let url = Url::parse(&sub.target_url).unwrap();
+        let url = Destination::new(Url::parse(&sub.target_url).unwrap());
         match sender.send(&event(), &sub, &url).await {
             Attempt::Failed { error: AttemptError::Network(msg), .. } => {
                 assert_eq!(msg, "could not connect: connection refused");
