@@ -1,0 +1,219 @@
+//! The consumer loop: the consume stream, reading the group with `XREADGROUP` on a connection of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
+use tokio::time::Instant;
+use tokio_util::sync::DropGuard;
+
+use super::claim::Claims;
+use super::reply::{Entry, is_connection_error, is_nogroup, read_reply_entries};
+use super::{Inner, dead_letter, heartbeat};
+use crate::backend::{BackendError, Receipt, Received};
+
+impl Inner {
+    pub(super) fn consume(self: &Arc<Self>) -> BoxStream<'static, Result<Received, BackendError>> {
+        if self.consumed.swap(true, Ordering::AcqRel) {
+            return stream::once(async { Err(BackendError::AlreadyConsumed) }).boxed();
+        }
+        let state = Consumer {
+            inner: self.clone(),
+            conn: None,
+            group_ready: false,
+            ready: VecDeque::new(),
+            failures: 0,
+            claims: Claims::new(),
+            heartbeat: None,
+        };
+        stream::unfold(state, |mut state| async move {
+            let item = state.next_item().await?;
+            Some((item, state))
+        })
+        .boxed()
+    }
+}
+
+/// The consume stream's state.
+struct Consumer {
+    inner: Arc<Inner>,
+    /// The dedicated connection of the blocking read (no response timeout).
+    conn: Option<MultiplexedConnection>,
+    group_ready: bool,
+    ready: VecDeque<Result<Received, BackendError>>,
+    /// Failed attempts in a row (sets the backoff).
+    failures: u32,
+    claims: Claims,
+    /// Stops the heartbeat task when the stream is dropped.
+    heartbeat: Option<DropGuard>,
+}
+
+impl Consumer {
+    async fn next_item(&mut self) -> Option<Result<Received, BackendError>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            let closed = self.inner.closed.clone();
+            if closed.is_cancelled() {
+                return None;
+            }
+            if self.failures > 0 {
+                let wait = backoff(self.failures, self.inner.config.max_backoff);
+                tokio::select! {
+                    () = closed.cancelled() => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            // Close interrupts any step (a connection attempt, a blocking
+            // read); entries read by an interrupted step stay pending and
+            // are claimed later, like a crashed consumer's.
+            let step = tokio::select! {
+                () = closed.cancelled() => return None,
+                step = self.fill() => step,
+            };
+            match step {
+                Ok(()) => self.failures = 0,
+                Err(e) if is_nogroup(&e) => {
+                    tracing::warn!(
+                        stream = %self.inner.config.stream,
+                        group = %self.inner.config.group,
+                        "consumer group missing (Redis lost its data?); creating it again"
+                    );
+                    self.group_ready = false;
+                    self.failures = self.failures.saturating_add(1).min(1);
+                }
+                Err(e) => {
+                    self.failures = self.failures.saturating_add(1);
+                    if is_connection_error(&e) {
+                        self.conn = None;
+                        self.inner.connections.forget_shared().await;
+                    }
+                    return Some(Err(self.inner.transport("consume", e)));
+                }
+            }
+        }
+    }
+
+    /// One round: connect if needed, make sure the group exists, claim what
+    /// is due, else read new entries. Fills `ready` (maybe with nothing).
+    async fn fill(&mut self) -> Result<(), RedisError> {
+        let inner = self.inner.clone();
+        let config = &inner.config;
+        let mut conn = if let Some(conn) = self.conn.clone() {
+            conn
+        } else {
+            let conn = inner.connections.dedicated().await?;
+            tracing::debug!(url = %config.url, consumer = %config.consumer, "redis consumer connected");
+            self.conn = Some(conn.clone());
+            conn
+        };
+        if !self.group_ready {
+            let created = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&config.stream)
+                .arg(&config.group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async::<Value>(&mut conn)
+                .await;
+            match created {
+                Ok(_) => tracing::info!(stream = %config.stream, group = %config.group, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e),
+            }
+            self.group_ready = true;
+        }
+        if self.heartbeat.is_none() {
+            self.heartbeat = Some(heartbeat::start(inner.clone()));
+        }
+        let now = Instant::now();
+        if self.claims.is_due(now) {
+            let (entries, counts) = self.claims.next_page(&inner, &mut conn).await?;
+            self.take(&mut conn, entries, Some(&counts)).await?;
+            if !self.ready.is_empty() {
+                return Ok(());
+            }
+        }
+        // Wake up in time for the next claim.
+        let until_claim = self.claims.until_due(now, config.block);
+        let block = config.block.min(until_claim).max(Duration::from_millis(1));
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&config.group)
+            .arg(&config.consumer)
+            .arg("COUNT")
+            .arg(config.batch_size)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&config.stream)
+            .arg(">");
+        let read = cmd.query_async::<Value>(&mut conn);
+        // No response timeout on this connection: a silently dead one is
+        // caught by this bound instead.
+        let reply = match tokio::time::timeout(block + config.timeout, read).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                self.conn = None;
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "XREADGROUP got no answer in time");
+                return Err(RedisError::from(timed_out));
+            }
+        };
+        let entries = read_reply_entries(reply);
+        self.take(&mut conn, entries, None).await
+    }
+
+    /// Turns raw entries into ready items: events are tracked and handed
+    /// out; malformed or exhausted ones are dead-lettered and reported.
+    async fn take(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        entries: Vec<Entry>,
+        counts: Option<&HashMap<String, u64>>,
+    ) -> Result<(), RedisError> {
+        let config = &self.inner.config;
+        let max = config.max_deliveries;
+        for entry in entries {
+            let deliveries = counts.and_then(|c| c.get(entry.id()).copied()).unwrap_or(1);
+            match entry.decode() {
+                Ok(event) if deliveries > max => {
+                    let reported = dead_letter::poison(conn, config, &entry, event, deliveries).await?;
+                    self.ready.push_back(Err(reported));
+                }
+                Ok(event) => {
+                    self.inner.in_flight.track(entry.id());
+                    self.ready.push_back(Ok(Received::new(event, Receipt::new(entry.into_id()))));
+                }
+                Err(why) => {
+                    let reported = dead_letter::malformed(conn, config, &entry, &why, deliveries).await?;
+                    self.ready.push_back(Err(reported));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn backoff(failures: u32, max: Duration) -> Duration {
+    Duration::from_millis(50u64 << failures.saturating_sub(1).min(10)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let max = Duration::from_secs(5);
+        assert_eq!(backoff(1, max), Duration::from_millis(50));
+        assert_eq!(backoff(2, max), Duration::from_millis(100));
+        assert_eq!(backoff(30, max), max);
+    }
+}
