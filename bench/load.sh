@@ -2,8 +2,10 @@
 # End-to-end load benchmark of fastapihooks, every measurement in one run,
 # all traffic on 127.0.0.1, every load bounded in time or count.
 #
-#   bench/load.sh [--runs 3] [--duration 10]
+#   bench/load.sh [--runs 3] [--duration 10] [--bin DIR]
 #
+# --bin DIR: use the release binaries bench-app and bench-receiver in DIR
+# instead of building this checkout's.
 # Needs wrk (Debian) and oha (`cargo install oha`); installs them if missing.
 # Prints a Markdown report (medians and ranges over the runs, as ratios) on
 # stdout; progress goes to stderr. See docs/benchmarks.md.
@@ -12,10 +14,12 @@ cd "$(dirname "$0")/.."
 
 RUNS=3
 DURATION=10
+BIN=
 while (($#)); do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --bin) BIN=$(cd "$OLDPWD" && cd "$2" && pwd); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -24,8 +28,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha >/dev/null || cargo install --locked oha >&2
 
-cargo build --release -q -p fastapihooks-bench >&2
-BIN=target/release
+if [[ -z $BIN ]]; then cargo build --release -q -p fastapihooks-bench >&2; BIN=target/release; fi
 SECRET=bench-secret
 RX_PORT=19100
 APP_PORT=19200
@@ -37,49 +40,7 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wai
 trap cleanup EXIT
 log() { echo "[load] $*" >&2; }
 
-jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no server at $1" >&2; exit 1; }
-
-start_receiver() { # [args...]
-  "$BIN/bench-receiver" --port $RX_PORT --ports 10 --secret $SECRET "$@" & RX_PID=$!; PIDS+=("$RX_PID")
-  [[ " $* " == *" --hang "* ]] || wait_port "$RX/stats"
-}
-stop_receiver() { kill "$RX_PID"; wait "$RX_PID" 2>/dev/null || true; }
-start_app() { # subscribers [args...]
-  local subs=$1; shift
-  "$BIN/bench-app" --port $APP_PORT --receiver "$RX" --subscribers "$subs" --secret $SECRET "$@" & APP_PID=$!; PIDS+=("$APP_PID")
-  wait_port "$APP/admin/stats"
-}
-stop_app() { kill -INT "$APP_PID"; wait "$APP_PID" 2>/dev/null || true; }
-
-wrk_rps() { # url [lua] [seconds]
-  wrk -t2 -c64 -d"${3:-$DURATION}s" -s "${2:-$LUA}" "$1" | awk '/Requests\/sec/ {print $2}'
-}
-# Waits until the receiver has `want` unique deliveries, or no progress for 10 s.
-# Prints the milliseconds waited.
-drain() {
-  local want=$1 start now last=-1 still=0
-  start=$(date +%s%3N)
-  while :; do
-    local got; got=$(curl -s "$RX/stats" | jget "['unique']")
-    ((got >= want)) && break
-    if ((got == last)); then still=$((still + 1)); ((still > 100)) && break; else still=0; fi
-    last=$got; sleep 0.1
-  done
-  now=$(date +%s%3N); echo $((now - start))
-}
-rx_stat() { curl -s "$RX/stats" | jget "['$1']"; }
-app_stat() { curl -s "$APP/admin/stats" | jget "['$1']"; }
-# CPU time (user + system) a process has used, in milliseconds.
-cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; }
-# The same, of the process's threads whose name starts with $2.
-threads_cpu_ms() {
-  local t sum=0
-  for t in /proc/"$1"/task/*; do
-    [[ $(cat "$t/comm" 2>/dev/null) == "$2"* ]] && sum=$((sum + $(awk '{print ($14 + $15) * 10}' "$t/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$sum"
-}
+. bench/lib.sh # jget wait_port start_/stop_receiver start_/stop_app wrk_rps drain rx_stat app_stat cpu_ms threads_cpu_ms
 # The fixed-rate measurements (see the loop below): `rounds` rounds of one
 # 2-second slice at 5,000 req/s on each app.
 FIXED_VARIANTS=(0sub default shared nice10)
