@@ -212,6 +212,19 @@ impl Signer {
         secrets: &[SigningSecret],
         headers: &mut HeaderMap,
     ) -> Result<(), SignError> {
+        self.sign_into(id, at, body, secrets, headers)
+    }
+
+    /// [`sign`](Self::sign), writing the headers to any sink: the sender
+    /// writes them straight into the request buffer.
+    pub(crate) fn sign_into(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        body: &[u8],
+        secrets: &[SigningSecret],
+        headers: &mut impl HeaderSink,
+    ) -> Result<(), SignError> {
         // The subscription's active secrets, or (when it has none) the global one.
         let global = if secrets.is_empty() { self.secret.as_ref() } else { None };
         let active = || global.into_iter().chain(secrets.iter().filter(move |s| s.is_active_at(at)).map(|s| &s.secret));
@@ -252,26 +265,30 @@ impl Signer {
             hex::encode_to_slice(digest, &mut out[7..]).expect("64 hex digits fit");
             out
         });
-        if let Some((timestamp, value)) = standard {
-            put(headers, WEBHOOK_ID_HEADER, id);
-            put(headers, WEBHOOK_TIMESTAMP_HEADER, timestamp);
-            // The value was built for this header: handed over, not copied.
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-                headers.insert(WEBHOOK_SIGNATURE_HEADER, value);
-            }
+        if let Some((timestamp, value)) = &standard {
+            headers.push(WEBHOOK_ID_HEADER, id);
+            headers.push(WEBHOOK_TIMESTAMP_HEADER, timestamp);
+            headers.push(WEBHOOK_SIGNATURE_HEADER, value);
         }
         if let Some(legacy) = &legacy {
-            put(headers, SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));
+            headers.push(SIGNATURE_HEADER, std::str::from_utf8(legacy).expect("ASCII"));
         }
         Ok(())
     }
 }
 
-/// Adds one signature header; `value` was built or checked as a valid
-/// header value.
-fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
+/// Where signature headers go: an `http::HeaderMap`, or a request being
+/// written.
+pub(crate) trait HeaderSink {
+    /// Adds one header. `value` is a valid header value.
+    fn push(&mut self, name: &'static str, value: &str);
+}
+
+impl HeaderSink for HeaderMap {
+    fn push(&mut self, name: &'static str, value: &str) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.insert(name, value);
+        }
     }
 }
 

@@ -276,7 +276,7 @@ async fn response_head_limits_are_settings() {
     assert!(hooks.shutdown(WAIT).await.drained);
     let f = &dlq.entries()[0];
     assert!(
-        matches!(&f.error, DeliveryError::Attempt(AttemptError::Network(m)) if m.contains("unreadable response")),
+        matches!(&f.error, DeliveryError::Attempt(AttemptError::Network(m)) if m.contains("response head too large")),
         "{:?}",
         f.error
     );

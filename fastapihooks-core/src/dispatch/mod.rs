@@ -30,7 +30,7 @@ use crate::backend::{Backend, BackendError, Receipt, Received};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::send::{Destination, Sender};
+use crate::send::Sender;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::subscription::{StoredWebhookSubscription, WebhookSubscription};
@@ -114,20 +114,20 @@ impl Shared {
 /// instructions, and the same few URLs come back with every event.
 #[derive(Default)]
 pub(crate) struct UrlCache {
-    map: Mutex<HashMap<String, Arc<Destination>, foldhash::fast::RandomState>>,
+    map: Mutex<HashMap<String, Arc<url::Url>, foldhash::fast::RandomState>>,
 }
 
 impl UrlCache {
     /// Bounded: past this many URLs the cache starts over.
     const CAPACITY: usize = 4096;
 
-    fn parse(&self, target: &str) -> Result<Arc<Destination>, crate::subscription::InvalidSubscription> {
+    fn parse(&self, target: &str) -> Result<Arc<url::Url>, crate::subscription::InvalidSubscription> {
         let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(url) = map.get(target) {
             return Ok(url.clone());
         }
         drop(map);
-        let url = Arc::new(Destination::new(crate::subscription::validate_target_url(target)?));
+        let url = Arc::new(crate::subscription::validate_target_url(target)?);
         map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= Self::CAPACITY {
             map.clear();
@@ -222,8 +222,8 @@ impl Target {
 pub(crate) struct Job {
     pub(crate) event: Arc<Event>,
     pub(crate) target: Target,
-    /// The subscription's target URL, parsed, with its request parts.
-    pub(crate) url: Arc<Destination>,
+    /// The subscription's target URL, parsed.
+    pub(crate) url: Arc<url::Url>,
     /// Attempts made so far.
     pub(crate) attempts: u32,
     pub(crate) done: Arc<EventDone>,

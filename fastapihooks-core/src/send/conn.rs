@@ -1,40 +1,24 @@
-//! One HTTP/1.1 connection: hyper's client connection, driven by the task
-//! that sends on it.
+//! One HTTP/1.1 connection, owned by the task that sends on it: its byte
+//! stream, its read buffer, and the one exchange a delivery makes on it.
 //!
-//! hyper splits a connection into the half that sends requests
-//! ([`SendRequest`]) and the future that does the I/O ([`Connection`]).
-//! Usually the future is spawned as a task of its own, so every request
-//! crosses a channel and wakes a second task. Here the delivery task polls
-//! it itself, beside the request it is waiting for, so a delivery costs no
-//! hop between tasks; an idle connection sits in the pool unpolled, and is
-//! polled once when it is taken out, which is when hyper notices that the
-//! server closed it or sent bytes nobody asked for (TLS records included:
-//! hyper reads through rustls, not the raw socket).
-//!
-//! hyper does the framing (lengths, chunks, bodies to EOF, interim 1xx), reads
-//! while it writes (an early `413` is seen as a `413`), and drops a
-//! connection whose state is in doubt.
+//! Two rules keep a delivery's outcome true. A connection is reused only
+//! when the stream, read through rustls for TLS, has nothing unread: bytes
+//! rustls decrypted but did not hand out are as stale as bytes on the
+//! socket, and the next delivery would read them as its answer. And the
+//! request is written while the response is watched for, so a receiver
+//! that answers early (a `413` to a large body) and stops reading is heard.
 
-use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::HeaderValue;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// A request body: the payload, whole.
-pub(crate) type Body = Full<Bytes>;
+use super::http1::{self, Head, HeadLimits, ReadError};
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
 pub(crate) enum Io {
@@ -56,24 +40,6 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -103,55 +69,44 @@ pub(crate) enum Via {
     /// proxy cannot resolve the host to anywhere else.
     Proxy {
         /// The receiver's vetted address.
-        target: SocketAddr,
+        target: std::net::SocketAddr,
         /// `Proxy-Authorization`, when the proxy URL carried credentials.
         auth: Option<HeaderValue>,
     },
 }
 
-/// One connection: hyper's two halves, and what the pool needs to know.
+/// Why an exchange on one connection failed.
+#[derive(Debug)]
+pub(crate) enum Exchange {
+    /// Writing failed after `written` bytes of the request were accepted.
+    Write { written: usize, error: io::Error },
+    /// Reading the response failed.
+    Read(ReadError),
+}
+
+impl Exchange {
+    /// Nothing of the request left this process: it may be sent again on
+    /// another connection without the receiver ever seeing it twice.
+    pub(crate) fn never_written(&self) -> bool {
+        matches!(self, Self::Write { written: 0, .. })
+    }
+}
+
+/// One connection and its read buffer (kept with it, so a reused connection
+/// reads without allocating).
 pub(crate) struct Conn {
-    tx: SendRequest<Body>,
-    driver: Connection<TokioIo<Io>, Body>,
-    /// The driver has finished: the connection is closed.
-    closed: bool,
+    io: Io,
+    buf: Vec<u8>,
     via: Via,
-    /// The local port, which tells connections apart in tests.
-    #[cfg(test)]
-    local_port: u16,
     pub(crate) idle_since: Instant,
 }
 
-impl Conn {
-    /// Wraps an open stream. hyper's HTTP/1.1 handshake does no I/O.
-    pub(crate) async fn handshake(
-        builder: &hyper::client::conn::http1::Builder,
-        io: Io,
-        via: Via,
-    ) -> hyper::Result<Self> {
-        #[cfg(test)]
-        let local_port = match &io {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-        .local_addr()
-        .map_or(0, |a| a.port());
-        let (tx, driver) = builder.handshake(TokioIo::new(io)).await?;
-        Ok(Self {
-            tx,
-            driver,
-            closed: false,
-            via,
-            #[cfg(test)]
-            local_port,
-            idle_since: Instant::now(),
-        })
-    }
+/// A read buffer larger than this is not kept with an idle connection.
+const MAX_KEPT_BUFFER: usize = 16 * 1024;
 
-    /// The local port of the connection.
-    #[cfg(test)]
-    pub(crate) fn local_port(&self) -> u16 {
-        self.local_port
+impl Conn {
+    pub(crate) fn new(io: Io, via: Via) -> Self {
+        Self { io, buf: Vec::new(), via, idle_since: Instant::now() }
     }
 
     /// How requests on this connection name their target.
@@ -159,60 +114,94 @@ impl Conn {
         &self.via
     }
 
-    /// Sends `request` and waits for the response head. On an error, the
-    /// request comes back with it when hyper never wrote any of it.
-    pub(crate) async fn send(
-        &mut self,
-        request: http::Request<Body>,
-    ) -> Result<http::Response<Incoming>, TrySendError<http::Request<Body>>> {
-        let response = self.tx.try_send_request(request);
-        self.drive(response).await
+    /// The local port of the connection.
+    #[cfg(test)]
+    pub(crate) fn local_port(&self) -> u16 {
+        let tcp = match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        };
+        tcp.local_addr().map_or(0, |a| a.port())
     }
 
-    /// Reads and discards `body`, at most `limit` bytes of it. True when it
-    /// ended within the limit; a larger one is left unread, and the
-    /// connection with it.
-    pub(crate) async fn skip_body(&mut self, mut body: Incoming, limit: usize) -> bool {
-        let mut read = 0usize;
-        loop {
-            match self.drive(body.frame()).await {
-                None => return true,
-                Some(Ok(frame)) => {
-                    read = read.saturating_add(frame.data_ref().map_or(0, Bytes::len));
-                    if read > limit {
-                        return false;
-                    }
-                }
-                Some(Err(_)) => return false,
-            }
-        }
-    }
-
-    /// True when the connection can take another request: open, idle, and
-    /// with nothing unread. Polls hyper once first, so that it reads what
-    /// arrived since it was last polled (a close, or stray bytes, which
-    /// make it shut the connection).
+    /// True when the connection can take another request: the stream has
+    /// nothing to read (no close, no stray bytes), looked at through rustls
+    /// for TLS. Costs no system call unless the socket became readable:
+    /// Tokio's readiness answers first.
     pub(crate) fn is_reusable(&mut self) -> bool {
-        if !self.closed {
-            let mut cx = Context::from_waker(Waker::noop());
-            if Pin::new(&mut self.driver).poll(&mut cx).is_ready() {
-                self.closed = true;
-            }
-        }
-        !self.closed && self.tx.is_ready()
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
     }
 
-    /// Runs `fut` to completion while driving the connection's I/O.
-    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
-        let mut fut = pin!(fut);
+    /// Sends `request` and reads the response head. Returns the head,
+    /// where its body starts in the buffer, and whether the whole request
+    /// was written (an early answer leaves the rest unwritten, and the
+    /// connection unusable).
+    pub(crate) async fn round_trip(
+        &mut self,
+        request: &[u8],
+        limits: HeadLimits,
+    ) -> Result<(Head, usize, bool), Exchange> {
+        self.buf.clear();
+        let complete = self.write(request).await?;
+        let (head, at) = http1::read_head(&mut self.io, &mut self.buf, limits).await.map_err(Exchange::Read)?;
+        Ok((head, at, complete))
+    }
+
+    /// Reads and discards the body that starts at `at`; true when the
+    /// connection is at a message boundary with nothing after it.
+    pub(crate) async fn skip_body(&mut self, at: usize, framing: http1::Framing) -> bool {
+        let clean = http1::skip_body(&mut self.io, &mut self.buf, at, framing).await;
+        if self.buf.capacity() > MAX_KEPT_BUFFER {
+            self.buf = Vec::new();
+        }
+        clean
+    }
+
+    /// Writes and flushes `request`. While the stream will not take more,
+    /// reads: a response that starts before the request is written ends
+    /// the writing (false). True when all of it went out.
+    async fn write(&mut self, request: &[u8]) -> Result<bool, Exchange> {
+        let mut written = 0;
         std::future::poll_fn(|cx| {
-            if !self.closed && Pin::new(&mut self.driver).poll(cx).is_ready() {
-                // Closed or failed: whatever `fut` waits for was told so,
-                // and finishes on this poll or a later one.
-                self.closed = true;
+            loop {
+                let step = if written < request.len() {
+                    Pin::new(&mut self.io).poll_write(cx, &request[written..])
+                } else {
+                    Pin::new(&mut self.io).poll_flush(cx).map_ok(|()| 0)
+                };
+                match step {
+                    Poll::Ready(Ok(0)) if written < request.len() => {
+                        let error = io::ErrorKind::WriteZero.into();
+                        return Poll::Ready(Err(Exchange::Write { written, error }));
+                    }
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(true)),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(Exchange::Write { written, error })),
+                    Poll::Pending => return self.poll_early_answer(cx, written),
+                }
             }
-            fut.as_mut().poll(cx)
         })
         .await
+    }
+
+    /// While a write waits: bytes of a response end the writing (`false`);
+    /// the end of the stream is a failed write.
+    fn poll_early_answer(&mut self, cx: &mut Context<'_>, written: usize) -> Poll<Result<bool, Exchange>> {
+        let mut chunk = [0u8; 4096];
+        let mut read = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                Poll::Ready(Err(Exchange::Write { written, error: io::ErrorKind::UnexpectedEof.into() }))
+            }
+            Poll::Ready(Ok(())) => {
+                self.buf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(false))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(Exchange::Write { written, error })),
+        }
     }
 }

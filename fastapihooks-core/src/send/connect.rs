@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::client::conn::http1::Builder as Http1;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,26 +23,6 @@ use super::error::{AttemptError, NotSent};
 use super::guard::{self, NetworkPolicy, ResolveError};
 use super::proxy::{Proxy, Route};
 
-/// Limits on the response heads read back, with hyper's defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct HeadLimits {
-    /// Most headers in a response head.
-    pub(crate) max_headers: usize,
-    /// Largest response head (status line and headers), in bytes.
-    pub(crate) max_bytes: usize,
-}
-
-/// hyper's own defaults: 100 headers, and a read buffer of 8 KiB + 100 x 4 KiB.
-pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
-/// See [`DEFAULT_MAX_HEADERS`].
-pub(crate) const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024 + 100 * 4 * 1024;
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        Self { max_headers: DEFAULT_MAX_HEADERS, max_bytes: DEFAULT_MAX_HEAD_BYTES }
-    }
-}
-
 /// Opens connections: resolves through the network guard, connects within
 /// the connect timeout, directly or through the proxy, and wraps in TLS for
 /// `https`.
@@ -53,7 +32,6 @@ pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     proxy: Option<Proxy>,
-    http1: Http1,
 }
 
 impl std::fmt::Debug for Connector {
@@ -108,24 +86,8 @@ impl Connector {
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         proxy: Option<Proxy>,
-        limits: HeadLimits,
     ) -> Self {
-        let mut http1 = Http1::new();
-        // A receiver that answered 2xx has the delivery, whatever else its
-        // head carries: a malformed header after the status line is skipped,
-        // not turned into a failure that would send the delivery again.
-        http1
-            .ignore_invalid_headers_in_responses(true)
-            .allow_spaces_after_header_name_in_responses(true)
-            .allow_obsolete_multiline_headers_in_responses(true)
-            .max_header_size(limits.max_bytes)
-            // hyper's read buffer must hold the whole head.
-            .max_buf_size(limits.max_bytes.max(DEFAULT_MAX_HEAD_BYTES).saturating_add(8 * 1024));
-        if limits.max_headers != DEFAULT_MAX_HEADERS {
-            // Only when changed: a set value moves hyper's header array to the heap.
-            http1.max_headers(limits.max_headers);
-        }
-        Self { policy, tls: TlsConnector::from(tls), connect_timeout, proxy, http1 }
+        Self { policy, tls: TlsConnector::from(tls), connect_timeout, proxy }
     }
 
     /// A new connection to `url`'s host and port. IP-literal hosts were
@@ -139,7 +101,7 @@ impl Connector {
     /// [`AttemptError::Timeout`] (with the connect timeout) when connecting
     /// took too long, [`AttemptError::Network`] otherwise. Messages never
     /// contain the URL.
-    pub(crate) async fn connect(&self, url: &Url) -> Result<Box<Conn>, AttemptError> {
+    pub(crate) async fn connect(&self, url: &Url) -> Result<Conn, AttemptError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         match tokio::time::timeout_at(deadline, self.open(url, deadline)).await {
             Ok(result) => result,
@@ -147,7 +109,7 @@ impl Connector {
         }
     }
 
-    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Box<Conn>, AttemptError> {
+    async fn open(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Conn, AttemptError> {
         let port = url.port_or_known_default().unwrap_or(80);
         let addrs = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -170,10 +132,7 @@ impl Connector {
             }
         };
         let io = if https { self.tls(url, tcp).await? } else { Io::Plain(tcp) };
-        Conn::handshake(&self.http1, io, via)
-            .await
-            .map(Box::new)
-            .map_err(|e| AttemptError::Network(format!("could not start HTTP/1.1: {e}")))
+        Ok(Conn::new(io, via))
     }
 
     /// TLS over `tcp`. SNI and certificate checks use the host name; an

@@ -7,8 +7,6 @@
 //! older than [`IDLE_TIMEOUT`] are dropped; at most
 //! [`MAX_IDLE_PER_ENDPOINT`] are kept per endpoint. The pool's lock is held
 //! only to push or pop: sockets are closed after it is released.
-//! Connections are boxed: hyper's connection state is large, and it moves
-//! in and out of the pool with every delivery.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -27,7 +25,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Idle {
     /// Per endpoint, oldest first.
-    by_endpoint: HashMap<Box<str>, Vec<Box<Conn>>, foldhash::fast::RandomState>,
+    by_endpoint: HashMap<Box<str>, Vec<Conn>, foldhash::fast::RandomState>,
     last_sweep: Option<Instant>,
 }
 
@@ -54,7 +52,7 @@ impl Pool {
 
     /// The most recently used idle connection to `endpoint` that is still
     /// open, if any.
-    pub(crate) fn take(&self, endpoint: &str) -> Option<Box<Conn>> {
+    pub(crate) fn take(&self, endpoint: &str) -> Option<Conn> {
         loop {
             let now = Instant::now();
             let (conn, expired) = {
@@ -85,7 +83,7 @@ impl Pool {
     }
 
     /// Keeps `conn`, idle, for the next delivery to `endpoint`.
-    pub(crate) fn put(&self, endpoint: &str, mut conn: Box<Conn>) {
+    pub(crate) fn put(&self, endpoint: &str, mut conn: Conn) {
         let now = Instant::now();
         conn.idle_since = now;
         let mut closed = Vec::new();
@@ -113,9 +111,9 @@ impl Pool {
 /// without idle connections, so a pool whose endpoints went quiet does not
 /// hold their sockets until they are next used.
 fn sweep(
-    by_endpoint: &mut HashMap<Box<str>, Vec<Box<Conn>>, foldhash::fast::RandomState>,
+    by_endpoint: &mut HashMap<Box<str>, Vec<Conn>, foldhash::fast::RandomState>,
     now: Instant,
-    closed: &mut Vec<Box<Conn>>,
+    closed: &mut Vec<Conn>,
 ) {
     by_endpoint.retain(|_, list| {
         let expired = list.iter().take_while(|c| now.duration_since(c.idle_since) > IDLE_TIMEOUT).count();
@@ -131,11 +129,10 @@ mod tests {
     use super::*;
     use crate::send::conn::{Io, Via};
 
-    async fn pair(listener: &TcpListener) -> (Box<Conn>, TcpStream) {
+    async fn pair(listener: &TcpListener) -> (Conn, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let builder = hyper::client::conn::http1::Builder::new();
-        (Box::new(Conn::handshake(&builder, Io::Plain(client), Via::Direct).await.unwrap()), server)
+        (Conn::new(Io::Plain(client), Via::Direct), server)
     }
 
     #[tokio::test]
