@@ -10,6 +10,11 @@ use url::Url;
 
 use crate::secret::{Secret, SecretFormatError, SigningSecret};
 
+mod event_name;
+#[doc(hidden)]
+pub use event_name::assert_event_name;
+pub use event_name::{EventNameError, MAX_EVENT_NAME_LEN, event_name_error};
+
 /// How a delivery authenticates to its endpoint.
 ///
 /// Serialized as the original's two fields: `auth_type` (`"none"` or
@@ -112,15 +117,16 @@ pub fn validate_target_url(target: &str) -> Result<Url, InvalidSubscription> {
     Ok(url)
 }
 
-/// Checks an event name: 1 to 128 characters from `[A-Za-z0-9_.-]`.
+/// Checks an event name: 1 to 128 characters from `[A-Za-z0-9_.-]`, the
+/// rule of [`event_name_error`] (which `#[hook]` applies at compile time).
 ///
 /// # Errors
 /// [`InvalidSubscription::EventName`].
 pub fn validate_event_name(name: &str) -> Result<(), InvalidSubscription> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err(InvalidSubscription::EventName(name.to_owned())) }
+    match event_name_error(name) {
+        None => Ok(()),
+        Some(_) => Err(InvalidSubscription::EventName(name.to_owned())),
+    }
 }
 
 /// A destination for webhooks: a URL, its authentication, free-form metadata
