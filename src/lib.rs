@@ -55,6 +55,7 @@ pub mod __private {
     pub use fastapihooks_core::Transform;
     pub use fastapihooks_core::emit::axum::deps::{IntoResponse, Parts, StatusCode};
     pub use fastapihooks_core::emit::axum::{Captured, HookParts, HookSite, Outcome, hook_outcome, read_back};
+    pub use fastapihooks_core::subscription::assert_event_name;
 }
 
 /// The README's code blocks, compiled as doctests so they stay true.

@@ -1,34 +1,36 @@
-//! Code generation: a hidden site type carrying the options, and the
-//! handler rewritten around an inner `async fn` that holds the body
+//! Code generation from the checked model: a hidden site type carrying the
+//! options, a `const` that checks the event name with the runtime's rule,
+//! and the handler rewritten around an inner `async fn` that holds the body
 //! verbatim.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
-use syn::{FnArg, GenericParam, ItemFn, ReturnType, Type};
+use syn::{GenericParam, LitStr};
 
 use crate::args::HookArgs;
-use crate::check::{check, last_ident};
+use crate::model::{Handler, ReturnKind};
 
-/// Parses, checks and expands one `#[hook(...)]`.
-pub(crate) fn hook(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let item: ItemFn = syn::parse2(item)
-        .map_err(|e| syn::Error::new(e.span(), format!("#[hook] goes on an `async fn` axum handler: {e}")))?;
-    let args: HookArgs = syn::parse2(args)?;
-    check(&args, &item)?;
-    Ok(expand(&args, item))
+/// `::fastapihooks::__private`, or the `crate = "..."` path's.
+fn private(args: &HookArgs) -> TokenStream {
+    match &args.krate {
+        Some(krate) => quote! { #krate::__private },
+        None => quote! { ::fastapihooks::__private },
+    }
 }
 
-/// Whether a type mentions `impl Trait` anywhere.
-fn has_impl_trait(ty: &Type) -> bool {
-    fn walk(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|t| match t {
-            proc_macro2::TokenTree::Ident(i) => i == "impl",
-            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
-            _ => false,
-        })
+/// `const _: () = assert_event_name("...");`: the event name checked by
+/// the runtime's own rule (`fastapihooks_core::subscription`), evaluated by
+/// rustc. Spanned on the literal, so a bad name is an error there, with the
+/// rule's message. Emitted on the error path too, so that a bad name is
+/// reported together with the other mistakes.
+pub(crate) fn event_name_check(args: &HookArgs) -> TokenStream {
+    let Some(lit) = &args.event else { return TokenStream::new() };
+    let lit = LitStr::new(&lit.value(), lit.span());
+    let p = private(args);
+    let assert = respan(quote! { #p::assert_event_name }, lit.span());
+    quote_spanned! {lit.span()=>
+        const _: () = #assert(#lit);
     }
-    walk(quote! { #ty })
 }
 
 /// Gives every token the span `span`, so that an error about generated code
@@ -49,37 +51,15 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-/// Strips `( T )` and invisible groups.
-fn peel(ty: &Type) -> &Type {
-    match ty {
-        Type::Paren(p) => peel(&p.elem),
-        Type::Group(g) => peel(&g.elem),
-        t => t,
-    }
-}
-
-/// The generic type arguments of a path type's last segment.
-fn type_args(ty: &Type) -> Vec<&Type> {
-    let Type::Path(p) = ty else { return Vec::new() };
-    let Some(seg) = p.path.segments.last() else { return Vec::new() };
-    let syn::PathArguments::AngleBracketed(a) = &seg.arguments else { return Vec::new() };
-    a.args
-        .iter()
-        .filter_map(|a| match a {
-            syn::GenericArgument::Type(t) => Some(t),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Generates an expression that turns `value` (of type `ty`) into
+/// Generates an expression that turns `value` (of kind `kind`) into
 /// `(value', Outcome)`, where `value'` is `value` or, for `impl IntoResponse`
 /// and `Response`, the equivalent response. `ok` is a `bool` expression:
 /// false when an enclosing status already says "not a success".
 ///
-/// `Result`, tuples, `()`, `Response` and `impl Trait` are read from the
-/// syntax; any other type goes through the `HookResponse` trait, with the
-/// call spanned on the type so that an unsupported type is reported there.
+/// `Result`, tuples, `()`, `Response` and `impl Trait` were read from the
+/// syntax by the model; any other type goes through the `HookResponse`
+/// trait, with the call spanned on the type so that an unsupported type is
+/// reported there.
 struct Outcomes<'a> {
     private: &'a TokenStream,
     response: bool,
@@ -92,13 +72,12 @@ impl Outcomes<'_> {
         format_ident!("__fh_{}{}", what, self.counter)
     }
 
-    fn outcome_of(&mut self, ty: &Type, value: &syn::Ident, ok: &TokenStream) -> TokenStream {
+    fn outcome_of(&mut self, kind: &ReturnKind, value: &syn::Ident, ok: &TokenStream) -> TokenStream {
         let p = self.private;
         let response = self.response;
-        let ty = peel(ty);
-        match ty {
-            Type::ImplTrait(_) | Type::Path(_) if matches!(ty, Type::ImplTrait(_)) || is_plain_response(ty) => {
-                let into = if matches!(ty, Type::ImplTrait(_)) {
+        match kind {
+            ReturnKind::ImplTrait | ReturnKind::Response => {
+                let into = if let ReturnKind::ImplTrait = kind {
                     quote! { #p::IntoResponse::into_response(#value) }
                 } else {
                     quote! { #value }
@@ -110,11 +89,10 @@ impl Outcomes<'_> {
                     }
                 }
             }
-            Type::Path(_) if last_ident(ty).is_some_and(|i| i == "Result") && !type_args(ty).is_empty() => {
-                let ok_ty = type_args(ty)[0];
+            ReturnKind::Result(ok_kind) => {
                 let v = self.fresh("ok");
                 let e = self.fresh("err");
-                let inner = self.outcome_of(ok_ty, &v, ok);
+                let inner = self.outcome_of(ok_kind, &v, ok);
                 quote! {
                     match #value {
                         ::core::result::Result::Ok(#v) => {
@@ -125,21 +103,19 @@ impl Outcomes<'_> {
                     }
                 }
             }
-            Type::Tuple(t) if t.elems.is_empty() => quote! { (#value, #p::Outcome::empty()) },
-            Type::Tuple(t) if t.elems.len() >= 2 => {
-                let parts: Vec<syn::Ident> = t.elems.iter().map(|_| self.fresh("part")).collect();
-                let first_ty = &t.elems[0];
-                let last_ty = &t.elems[t.elems.len() - 1];
+            ReturnKind::Unit => quote! { (#value, #p::Outcome::empty()) },
+            ReturnKind::Tuple { len, status_first, last: last_kind } => {
+                let parts: Vec<syn::Ident> = (0..*len).map(|_| self.fresh("part")).collect();
                 let first = &parts[0];
                 let last = &parts[parts.len() - 1];
-                let status_ok = if last_ident(first_ty).is_some_and(|i| i == "StatusCode") {
+                let status_ok = if *status_first {
                     quote! { #ok && #p::StatusCode::is_success(&#first) }
                 } else {
                     quote! { #ok }
                 };
                 let ok_var = self.fresh("ok");
                 let ok_tokens = quote! { #ok_var };
-                let inner = self.outcome_of(last_ty, last, &ok_tokens);
+                let inner = self.outcome_of(last_kind, last, &ok_tokens);
                 quote! {
                     {
                         let (#(#parts,)*) = #value;
@@ -149,8 +125,8 @@ impl Outcomes<'_> {
                     }
                 }
             }
-            _ => {
-                let call = respan(quote! { #p::hook_outcome(&#value, #response) }, ty.span());
+            ReturnKind::Other(span) => {
+                let call = respan(quote! { #p::hook_outcome(&#value, #response) }, *span);
                 quote! {
                     {
                         let __fh_o = if #ok { #call } else { #p::Outcome::Skip };
@@ -162,30 +138,17 @@ impl Outcomes<'_> {
     }
 }
 
-/// `Response` or `Response<Body>`: read back as it is.
-fn is_plain_response(ty: &Type) -> bool {
-    if last_ident(ty).is_none_or(|i| i != "Response") {
-        return false;
-    }
-    match type_args(ty).as_slice() {
-        [] => true,
-        [body] => last_ident(body).is_some_and(|i| i == "Body"),
-        _ => false,
-    }
-}
-
-fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
-    let krate: syn::Path = match &args.krate {
-        Some(lit) => lit.parse().unwrap_or_else(|_| syn::parse_quote!(::fastapihooks)),
-        None => syn::parse_quote!(::fastapihooks),
-    };
-    let p = quote! { #krate::__private };
-    let ItemFn { attrs, vis, sig, block } = item;
-    let name = &sig.ident;
+/// Expands a checked handler.
+pub(crate) fn expand(args: &HookArgs, handler: Handler) -> TokenStream {
+    let p = private(args);
+    let Handler { attrs: outer_attrs, inner_attrs, vis, sig, params, ret, body } = handler;
+    let name = sig.ident.clone();
     let site = format_ident!("__fh_site_{}", name);
 
     // The site: every option, as consts and functions of a hidden type.
-    let event = args.event.as_ref().map(syn::LitStr::value).unwrap_or_default();
+    // (`check` made sure that there is an event name.)
+    let event = args.event.as_ref().map(LitStr::value).unwrap_or_default();
+    let event_check = event_name_check(args);
     let (headers, credentials, response, request) =
         (args.headers(), args.credentials(), args.response(), args.request());
     let owner = args.owner.as_ref().map(|path| {
@@ -197,7 +160,7 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         }
     });
     let transform = args.transform.as_ref().map(|path| {
-        let make = respan(quote! { #p::Transform::new(#path) }, path.span());
+        let make = respan(quote! { #p::Transform::new(#path) }, syn::spanned::Spanned::span(path));
         quote! {
             fn transform() -> ::core::option::Option<#p::Transform> {
                 static __FH_TRANSFORM: #p::LazyLock<#p::Transform> = #p::LazyLock::new(|| #make);
@@ -206,22 +169,17 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         }
     });
 
-    // Attributes: `#[instrument]` goes on the inner function (so that it
-    // sees the user's parameters); everything else stays outside.
-    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) =
-        attrs.into_iter().partition(|a| a.path().segments.last().is_some_and(|s| s.ident == "instrument"));
-
     // Outer parameters: the hidden handle first, then the user's extractors
     // renamed, the last one wrapped in `Captured` for `include_request`.
-    let n = sig.inputs.len();
+    let n = params.len();
     let mut outer_params = vec![quote! { __fh_hook: #p::HookParts<#site> }];
     let mut call_args = Vec::new();
     let mut unwrap_body = quote! {};
     let mut request_payload = quote! { ::core::option::Option::None };
-    for (i, input) in sig.inputs.iter().enumerate() {
-        let FnArg::Typed(pt) = input else { continue };
+    for (i, param) in params.iter().enumerate() {
+        // Receivers were refused by `check`.
+        let Some(ty) = param.ty() else { continue };
         let arg = format_ident!("__fh_arg{}", i);
-        let ty = &pt.ty;
         if request && i + 1 == n {
             outer_params.push(quote! { #arg: #p::Captured<#ty> });
             unwrap_body = quote! { let (#arg, __fh_request) = #p::Captured::into_parts(#arg); };
@@ -239,13 +197,8 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
 
     // The inner function keeps the signature as written, with its own copy
     // of the generics; it is called with them when they can be named.
-    let inner_sig = {
-        let mut s = sig.clone();
-        s.ident = name.clone();
-        s
-    };
     let turbofish = {
-        let params: Vec<TokenStream> = sig
+        let generics: Vec<TokenStream> = sig
             .generics
             .params
             .iter()
@@ -261,25 +214,21 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
                 GenericParam::Lifetime(_) => None,
             })
             .collect();
-        let impl_args = sig.inputs.iter().any(|i| matches!(i, FnArg::Typed(t) if has_impl_trait(&t.ty)));
-        if params.is_empty() || impl_args {
+        if generics.is_empty() || params.iter().any(|p| p.has_impl_trait()) {
             quote! {}
         } else {
-            quote! { ::<#(#params),*> }
+            quote! { ::<#(#generics),*> }
         }
     };
 
-    let out_ty: Type = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
-        ReturnType::Type(_, t) => (**t).clone(),
-    };
     let mut outcomes = Outcomes { private: &p, response, counter: 0 };
     let out = format_ident!("__fh_out");
     // No handle, no event: then the outcome costs nothing (no serialization).
-    let outcome = outcomes.outcome_of(&out_ty, &out, &quote! { #p::HookParts::is_active(&__fh_hook) });
+    let outcome = outcomes.outcome_of(&ret, &out, &quote! { #p::HookParts::is_active(&__fh_hook) });
 
     let mut outer_sig = sig.clone();
     outer_sig.inputs = syn::parse_quote!(#(#outer_params),*);
+    let inner_sig = sig;
 
     // A handler under `#[cfg]` takes its site with it.
     let cfgs: Vec<&syn::Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
@@ -288,6 +237,8 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
     };
     let span = Span::call_site();
     quote_spanned! {span=>
+        #event_check
+
         #(#cfgs)*
         #[doc(hidden)]
         #allow
@@ -309,7 +260,7 @@ fn expand(args: &HookArgs, item: ItemFn) -> TokenStream {
         #vis #outer_sig {
             #(#inner_attrs)*
             #[allow(clippy::too_many_arguments)]
-            #inner_sig #block
+            #inner_sig #body
 
             #unwrap_body
             let #out = #name #turbofish(#(#call_args),*).await;
