@@ -40,7 +40,7 @@
 pub use fastapihooks_core::emit::axum::HookResponse;
 pub use fastapihooks_core::*;
 
-#[doc = include_str!("docs/hook.md")]
+#[doc = include_str!("../docs/macro.md")]
 #[doc(inline)]
 pub use fastapihooks_macros::hook;
 
