@@ -21,8 +21,8 @@ fn private(args: &HookArgs) -> TokenStream {
 /// `const _: () = assert_event_name("...");`: the event name checked by
 /// the runtime's own rule (`fastapihooks_core::subscription`), evaluated by
 /// rustc. Spanned on the literal, so a bad name is an error there, with the
-/// rule's message. Emitted on the error path too, so that a bad name is
-/// reported together with the other mistakes.
+/// rule's message. Emitted on the error path too (but for methods), so that
+/// a bad name is reported together with the other mistakes.
 pub(crate) fn event_name_check(args: &HookArgs) -> TokenStream {
     let Some(lit) = &args.event else { return TokenStream::new() };
     let lit = LitStr::new(&lit.value(), lit.span());

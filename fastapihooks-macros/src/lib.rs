@@ -52,20 +52,25 @@ use proc_macro::TokenStream;
 pub fn hook(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
     let (args, mut errors) = args::HookArgs::parse_all(args.into());
+    let mut event_name_check = None;
     match syn::parse2::<model::Handler>(item.clone()) {
         Ok(handler) => {
             errors.extend(check::check(&args, &handler));
             if errors.is_empty() {
                 return expand::expand(&args, handler).into();
             }
+            // Check the event name anyway, to report it with the rest; not
+            // in an `impl` block (a method), where `const _` is an error.
+            if !handler.is_method() {
+                event_name_check = Some(expand::event_name_check(&args));
+            }
         }
         Err(e) => errors.push(syn::Error::new(e.span(), format!("#[hook] goes on an `async fn` axum handler: {e}"))),
     }
     // Keep the handler as written so that its callers (the router,
-    // rust-analyzer) do not cascade into more errors; check the event name
-    // anyway, to report it with the rest.
+    // rust-analyzer) do not cascade into more errors.
     let mut tokens = errors.into_compile_error();
-    tokens.extend(expand::event_name_check(&args));
+    tokens.extend(event_name_check);
     tokens.extend(item);
     tokens.into()
 }

@@ -112,6 +112,13 @@ impl Parse for Handler {
     }
 }
 
+impl Handler {
+    /// Whether it takes `self`: a method, in an `impl` block.
+    pub(crate) fn is_method(&self) -> bool {
+        self.params.iter().any(|p| matches!(p.kind, ParamKind::Receiver))
+    }
+}
+
 impl Param {
     /// The type, unless this is a receiver.
     pub(crate) fn ty(&self) -> Option<&Type> {
