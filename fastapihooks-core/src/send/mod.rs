@@ -7,8 +7,8 @@
 //! sends a delivery owns its connection for the whole exchange, so a
 //! delivery costs no hop between tasks, no URL re-parsing and no header
 //! map. It was measured against hyper's client connection driven the same
-//! way (docs/benchmarks.md): hyper cost about 1.6 times the app CPU per
-//! delivery at saturation. Connections go through the network [`guard`] on
+//! way, which cost markedly more app CPU per delivery (the numbers are in
+//! docs/benchmarks.md). Connections go through the network [`guard`] on
 //! the vetted addresses, TLS is rustls with the platform's certificate
 //! verifier, redirects are never followed, and a [`Proxy`] is used only
 //! when the operator configures one.
