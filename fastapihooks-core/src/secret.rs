@@ -17,7 +17,7 @@
 //!
 //! # Rotation
 //!
-//! [`rotate`] (and [`WebhookSubscription::rotate_secret`], [`rotate_stored_secret`])
+//! [`rotate`] (and [`WebhookSubscription::rotate_secret`], [`rotate_stored_secret`](crate::store::rotate_stored_secret))
 //! puts a new secret first and keeps the old ones until an expiry: until then
 //! every active secret signs, so a receiver that knows either verifies.
 //!
@@ -32,9 +32,6 @@ use hmac::{Hmac, KeyInit};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-
-use crate::store::{Store, StoreError};
-use crate::subscription::SubscriptionUpdate;
 
 /// The prefix of Standard Webhooks secrets.
 pub const WHSEC_PREFIX: &str = "whsec_";
@@ -292,29 +289,6 @@ pub fn rotate(
         }
     }
     out
-}
-
-/// Rotates the secrets of the stored subscription `id` ([`rotate`]) and
-/// persists them with [`SubscriptionUpdate::secrets`]. Returns `false` when
-/// there is no such subscription.
-///
-/// This reads then writes: two rotations of the same subscription at the same
-/// time may lose one. A subscription signed by the global secret (no secrets
-/// of its own) switches to `new` at once: add the global secret to its
-/// secrets first, with an expiry, for an overlap.
-///
-/// # Errors
-/// The store failed, or `new` cannot sign.
-pub async fn rotate_stored_secret<S: Store + ?Sized>(
-    store: &S,
-    id: &str,
-    new: SigningSecret,
-    old_valid_until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    new.validate().map_err(|e| StoreError::Invalid(e.into()))?;
-    let Some(stored) = store.get(id).await? else { return Ok(false) };
-    let secrets = rotate(&stored.secrets, new, old_valid_until, Utc::now());
-    store.update(id, SubscriptionUpdate::new().secrets(secrets)).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fastapihooks::secret::rotate_stored_secret;
+use fastapihooks::store::rotate_stored_secret;
 use fastapihooks::{Emission, MemoryStore, SigningSecret, Store, Verifier, VerifyError, WebhookSubscription};
 use serde_json::json;
 

@@ -139,3 +139,26 @@ pub fn validate_new(event_name: &str, subscription: &WebhookSubscription) -> Res
 pub fn new_subscription_id() -> String {
     format!("sub_{}", uuid::Uuid::now_v7().simple())
 }
+
+/// Rotates the secrets of the stored subscription `id` ([`rotate`](crate::secret::rotate)) and
+/// persists them with [`SubscriptionUpdate::secrets`]. Returns `false` when
+/// there is no such subscription.
+///
+/// This reads then writes: two rotations of the same subscription at the same
+/// time may lose one. A subscription signed by the global secret (no secrets
+/// of its own) switches to `new` at once: add the global secret to its
+/// secrets first, with an expiry, for an overlap.
+///
+/// # Errors
+/// The store failed, or `new` cannot sign.
+pub async fn rotate_stored_secret<S: Store + ?Sized>(
+    store: &S,
+    id: &str,
+    new: crate::secret::SigningSecret,
+    old_valid_until: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    new.validate().map_err(|e| StoreError::Invalid(e.into()))?;
+    let Some(stored) = store.get(id).await? else { return Ok(false) };
+    let secrets = crate::secret::rotate(&stored.secrets, new, old_valid_until, chrono::Utc::now());
+    store.update(id, SubscriptionUpdate::new().secrets(secrets)).await
+}
