@@ -16,6 +16,7 @@ use super::claim::Claims;
 use super::reply::{Entry, is_connection_error, is_nogroup, read_reply_entries};
 use super::{Inner, dead_letter, heartbeat};
 use crate::backend::{BackendError, Receipt, Received};
+use crate::retry::Backoff;
 
 impl Inner {
     pub(super) fn consume(self: &Arc<Self>) -> BoxStream<'static, Result<Received, BackendError>> {
@@ -27,7 +28,8 @@ impl Inner {
             conn: None,
             group_ready: false,
             ready: VecDeque::new(),
-            failures: 0,
+            backoff: Backoff::new(Duration::from_millis(50), self.config.max_backoff),
+            wait: None,
             claims: Claims::new(),
             heartbeat: None,
         };
@@ -46,8 +48,10 @@ struct Consumer {
     conn: Option<MultiplexedConnection>,
     group_ready: bool,
     ready: VecDeque<Result<Received, BackendError>>,
-    /// Failed attempts in a row (sets the backoff).
-    failures: u32,
+    /// Waits between failed steps, longer with each failure in a row.
+    backoff: Backoff,
+    /// The wait before the next step, after a failure.
+    wait: Option<Duration>,
     claims: Claims,
     /// Stops the heartbeat task when the stream is dropped.
     heartbeat: Option<DropGuard>,
@@ -63,8 +67,7 @@ impl Consumer {
             if closed.is_cancelled() {
                 return None;
             }
-            if self.failures > 0 {
-                let wait = backoff(self.failures, self.inner.config.max_backoff);
+            if let Some(wait) = self.wait.take() {
                 tokio::select! {
                     () = closed.cancelled() => return None,
                     () = tokio::time::sleep(wait) => {}
@@ -78,7 +81,7 @@ impl Consumer {
                 step = self.fill() => step,
             };
             match step {
-                Ok(()) => self.failures = 0,
+                Ok(()) => self.backoff.reset(),
                 Err(e) if is_nogroup(&e) => {
                     tracing::warn!(
                         stream = %self.inner.config.stream,
@@ -86,10 +89,12 @@ impl Consumer {
                         "consumer group missing (Redis lost its data?); creating it again"
                     );
                     self.group_ready = false;
-                    self.failures = self.failures.saturating_add(1).min(1);
+                    // Recreated at once: the shortest wait, whatever came before.
+                    self.backoff.reset();
+                    self.wait = Some(self.backoff.next_delay());
                 }
                 Err(e) => {
-                    self.failures = self.failures.saturating_add(1);
+                    self.wait = Some(self.backoff.next_delay());
                     if is_connection_error(&e) {
                         self.conn = None;
                         self.inner.connections.forget_shared().await;
@@ -198,22 +203,5 @@ impl Consumer {
             }
         }
         Ok(())
-    }
-}
-
-fn backoff(failures: u32, max: Duration) -> Duration {
-    Duration::from_millis(50u64 << failures.saturating_sub(1).min(10)).min(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_bounded() {
-        let max = Duration::from_secs(5);
-        assert_eq!(backoff(1, max), Duration::from_millis(50));
-        assert_eq!(backoff(2, max), Duration::from_millis(100));
-        assert_eq!(backoff(30, max), max);
     }
 }
