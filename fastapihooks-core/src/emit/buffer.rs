@@ -2,9 +2,8 @@
 //!
 //! What a hook captures is made on the request's thread and used on the
 //! delivery side, usually another thread. Memory allocated on one thread and
-//! freed on another is glibc malloc's slow path: measured with callgrind, one
-//! such allocation per request added ~2,700 instructions to the request
-//! (docs/benchmarks.md). So the request path writes into a buffer taken
+//! freed on another is glibc malloc's slow path, measurably so on the
+//! request path (docs/benchmarks.md has the count). So the request path writes into a buffer taken
 //! from a small shared pool; the pipeline copies the bytes out (allocating
 //! on its own side) and the buffer goes back to the pool. In steady state the
 //! request path allocates nothing for the payload, and nothing it allocated

@@ -26,7 +26,7 @@ use url::Url;
 /// ```
 /// # use fastapihooks_core::send::Proxy;
 /// let proxy = Proxy::new("http://user:pass@127.0.0.1:3128")?.no_proxy("localhost,.internal.example");
-/// assert_eq!(format!("{proxy:?}"), "Proxy(http://[redacted]@127.0.0.1:3128/)");
+/// assert_eq!(format!("{proxy:?}"), r#"Proxy(http://[redacted]@127.0.0.1:3128/, no_proxy: "localhost,.internal.example")"#);
 /// # Ok::<(), fastapihooks_core::send::InvalidProxy>(())
 /// ```
 #[derive(Clone)]
