@@ -515,4 +515,7 @@ async fn a_bearer_token_that_would_break_the_header_is_refused() {
     assert!(matches!(&f.error, DeliveryError::Attempt(AttemptError::NotSent(NotSent::BearerToken))), "{:?}", f.error);
     assert_eq!(f.attempts, 1);
     assert!(server.requests().is_empty(), "nothing was sent");
+    // Time for the server to accept a connection, had one been opened.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.accepts(), 0, "a request that cannot be made opens no connection");
 }

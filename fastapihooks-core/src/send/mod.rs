@@ -21,6 +21,7 @@ pub(crate) mod http1;
 mod pool;
 mod proxy;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use crate::event::Event;
 use crate::sign::Signer;
 use crate::subscription::{Auth, WebhookSubscription};
 use crate::wire::is_valid_header_value;
-use conn::{Exchange, Via};
+use conn::{Conn, Exchange, Via};
 use connect::{Connector, describe};
 pub use error::{AttemptError, NotSent};
 use guard::{NetworkPolicy, Refused};
@@ -180,9 +181,17 @@ impl Sender {
         tokio::pin!(deadline);
         let endpoint = &url[..Position::BeforePath];
         let limits = self.head_limits;
+        // Made before any connection: a request that cannot be made (a bad
+        // bearer token, expired secrets) opens none. Only a connection to a
+        // proxy for an http receiver needs a request of its own.
+        let direct = self.request(event, sub, url, &Via::Direct)?;
+        let request_for = |conn: &Conn| match conn.via() {
+            Via::Direct => Ok(Cow::Borrowed(&direct[..])),
+            via => self.request(event, sub, url, via).map(Cow::Owned),
+        };
         let exchange = async {
             if let Some(mut conn) = self.pool.take(endpoint) {
-                let request = self.request(event, sub, url, conn.via())?;
+                let request = request_for(&conn)?;
                 match conn.round_trip(&request, limits).await {
                     Ok((head, body_at, complete)) => return Ok((conn, head, body_at, complete)),
                     // Servers close idle keep-alive connections when they
@@ -198,7 +207,7 @@ impl Sender {
             // Boxed: connecting (resolver, proxy, TLS handshake) is a large
             // state machine, needed only when no pooled connection serves.
             let mut conn = Box::pin(self.connector.connect(url)).await?;
-            let request = self.request(event, sub, url, conn.via())?;
+            let request = request_for(&conn)?;
             let (head, body_at, complete) = conn.round_trip(&request, limits).await.map_err(exchange_error)?;
             Ok((conn, head, body_at, complete))
         };
