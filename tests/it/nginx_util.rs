@@ -6,10 +6,10 @@
 //! it came on.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::util::{find_program, free_port, program_missing, temp_dir, wait_listening};
+use crate::util::{find_program, program_missing, start_on_free_port, temp_dir};
 
 /// How long nginx keeps an idle keep-alive connection (`keepalive_timeout`).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,32 +49,16 @@ impl Nginx {
             return None;
         };
         let dir = temp_dir("nginx");
-        // The port is free when chosen; another process may take it before
-        // nginx binds it, so a start that fails is tried on a new port.
-        for _ in 0..5 {
-            let port = free_port();
+        let started = start_on_free_port(|port| {
             std::fs::write(dir.join("nginx.conf"), config(&dir, port)).expect("write nginx.conf");
-            let mut child = Command::new(&binary)
-                .arg("-p")
-                .arg(&dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                // The error log before the config is read (default: stderr).
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn nginx");
-            if wait_listening(&mut child, port, Duration::from_secs(10)) {
-                std::thread::sleep(Duration::from_millis(50));
-                if matches!(child.try_wait(), Ok(None)) {
-                    return Some(Self { child, port, dir });
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let mut command = Command::new(&binary);
+            command.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf"));
+            // The error log before the config is read (default: stderr).
+            command.arg("-e").arg(dir.join("error.log"));
+            command
+        });
+        if let Some((child, port)) = started {
+            return Some(Self { child, port, dir });
         }
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         panic!("nginx did not start in {}:\n{log}", dir.display());

@@ -18,7 +18,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::tinyproxy_util::Tinyproxy;
-use crate::util::{Receiver, closed_port, local_builder};
+use crate::util::{Receiver, closed_port, local_builder, take_request};
 
 const CA: &[u8] = include_bytes!("../../fastapihooks-core/src/send/testdata/ca.pem");
 const CERT: &[u8] = include_bytes!("../../fastapihooks-core/src/send/testdata/server.pem");
@@ -60,17 +60,7 @@ async fn tls_receiver() -> (u16, Arc<Mutex<Seen>>) {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        let len: usize = head
-                            .to_ascii_lowercase()
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap());
-                        if buf.len() < end + 4 + len {
-                            break;
-                        }
-                        buf.drain(..end + 4 + len);
+                    while let Some(head) = take_request(&mut buf) {
                         log.lock().unwrap().heads.push(head);
                         if tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
                             return;

@@ -7,7 +7,7 @@ use fastapihooks::{
 };
 use serde_json::json;
 
-use crate::util::{LogCapture, Receiver, Reply, closed_port, local_builder};
+use crate::util::{LogCapture, Receiver, Reply, closed_port, local_builder, take_request};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -158,16 +158,7 @@ async fn keep_alive_server() -> (String, tokio::sync::oneshot::Receiver<()>) {
             }
             buf.extend_from_slice(&chunk[..n]);
             // One request = headers + Content-Length bytes of body.
-            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if buf.len() < end + 4 + len {
-                    break;
-                }
-                buf.drain(..end + 4 + len);
+            while take_request(&mut buf).is_some() {
                 sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
             }
         }

@@ -12,10 +12,10 @@
 //! `Connection: close`. A `CONNECT` tunnel passes the bytes untouched.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::util::{find_program, free_port, program_missing, temp_dir, wait_listening};
+use crate::util::{find_program, program_missing, start_on_free_port, temp_dir};
 
 /// The running tinyproxy; killed (and its folder removed) on drop.
 pub struct Tinyproxy {
@@ -33,28 +33,14 @@ impl Tinyproxy {
             return None;
         };
         let dir = temp_dir("tinyproxy");
-        // The port is free when chosen; another process may take it before
-        // tinyproxy binds it, so a start that fails is tried on a new port.
-        for _ in 0..5 {
-            let port = free_port();
+        let started = start_on_free_port(|port| {
             std::fs::write(dir.join("tinyproxy.conf"), config(&dir, port)).expect("write tinyproxy.conf");
-            let mut child = Command::new(&binary)
-                .arg("-d") // the foreground
-                .arg("-c")
-                .arg(dir.join("tinyproxy.conf"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn tinyproxy");
-            if wait_listening(&mut child, port, Duration::from_secs(10)) {
-                std::thread::sleep(Duration::from_millis(50));
-                if matches!(child.try_wait(), Ok(None)) {
-                    return Some(Self { child, port, dir });
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let mut command = Command::new(&binary);
+            command.arg("-d").arg("-c").arg(dir.join("tinyproxy.conf")); // -d: the foreground
+            command
+        });
+        if let Some((child, port)) = started {
+            return Some(Self { child, port, dir });
         }
         let log = std::fs::read_to_string(dir.join("tinyproxy.log")).unwrap_or_default();
         panic!("tinyproxy did not start in {}:\n{log}", dir.display());

@@ -247,3 +247,47 @@ pub fn wait_listening(child: &mut std::process::Child, port: u16, limit: Duratio
     }
     false
 }
+
+/// Starts a server a test needs on a free port of 127.0.0.1: `command`
+/// writes its configuration for the port and returns the command line. The
+/// port is free when chosen; another process may take it before the server
+/// binds it, so a start that fails is tried again on a new port (5 times).
+/// Returns the running child (its output discarded) and its port.
+pub fn start_on_free_port(mut command: impl FnMut(u16) -> std::process::Command) -> Option<(std::process::Child, u16)> {
+    use std::process::Stdio;
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = command(port)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the test server");
+        if wait_listening(&mut child, port, Duration::from_secs(10)) {
+            std::thread::sleep(Duration::from_millis(50));
+            if matches!(child.try_wait(), Ok(None)) {
+                return Some((child, port));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// The head (as sent) of the first whole request in `buf` (head and its
+/// `Content-Length` body), removed from `buf`; `None` until one has arrived.
+pub fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let len: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    if buf.len() < end + 4 + len {
+        return None;
+    }
+    buf.drain(..end + 4 + len);
+    Some(head)
+}

@@ -328,16 +328,7 @@ mod tests {
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse().unwrap());
-                            if buf.len() < end + 4 + len {
-                                break;
-                            }
-                            buf.drain(..end + 4 + len);
+                        while take_request(&mut buf).is_some() {
                             if tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
                                 return;
                             }
@@ -347,6 +338,23 @@ mod tests {
             }
         });
         (port, handshakes, seen)
+    }
+
+    /// The head (as sent) of the first whole request in `buf` (head and its
+    /// `Content-Length` body), removed from `buf`; `None` until one has arrived.
+    fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let len: usize = head
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if buf.len() < end + 4 + len {
+            return None;
+        }
+        buf.drain(..end + 4 + len);
+        Some(head)
     }
 
     /// The delivery TLS set-up, trusting the test CA instead of the system's roots.
@@ -445,16 +453,7 @@ mod tests {
                     let mut chunk = [0u8; 4096];
                     let mut nth = 0;
                     loop {
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse().unwrap());
-                            if buf.len() < end + 4 + len {
-                                break;
-                            }
-                            buf.drain(..end + 4 + len);
+                        while take_request(&mut buf).is_some() {
                             requests.fetch_add(1, Ordering::SeqCst);
                             let reply: &[u8] = match (first_conn, nth) {
                                 (true, 0) => first,
