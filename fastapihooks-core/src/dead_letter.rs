@@ -4,8 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use crate::emit::TransformError;
-use crate::event::Event;
+use crate::event::{Event, TransformError};
 use crate::send::AttemptError;
 use crate::subscription::InvalidSubscription;
 use crate::subscription::WebhookSubscription;

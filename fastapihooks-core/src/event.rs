@@ -194,6 +194,21 @@ impl Event {
     }
 }
 
+/// Why a transform produced no payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// The transform returned an error.
+    #[error("transform returned an error: {0}")]
+    Failed(String),
+    /// The transform panicked; the panic was contained.
+    #[error("transform panicked: {0}")]
+    Panicked(String),
+    /// The transform's output could not be serialized as JSON.
+    #[error("transform output is not serializable as JSON: {0}")]
+    Serialize(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

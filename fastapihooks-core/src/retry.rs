@@ -109,7 +109,6 @@ impl RetryPolicy {
     }
 }
 
-/// Parses a `Retry-After` header: delay seconds, or an HTTP date.
 /// What follows a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -168,15 +167,6 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
-}
-
-pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -243,19 +233,5 @@ mod tests {
         assert_eq!(p.delay(0, Some(Duration::from_secs(10))), Some(Duration::from_secs(10)));
         assert_eq!(p.delay(0, Some(Duration::from_secs(100_000))), Some(Duration::from_secs(300)));
         assert_eq!(RetryPolicy::none().delay(0, None), None);
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        let now = std::time::SystemTime::now();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        let later = now + Duration::from_secs(30);
-        let d = parse_retry_after(&httpdate::fmt_http_date(later), now).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
-        assert_eq!(
-            parse_retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(60)), now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

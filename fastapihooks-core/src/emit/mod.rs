@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use buffer::JsonBuf;
 pub use context::FastapihooksContext;
-pub use transform::{IntoPayload, Transform, TransformError};
+pub use crate::event::TransformError;
+pub use transform::{IntoPayload, Transform};
 
 use crate::backend::{Backend, BackgroundTaskBackend};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};

@@ -7,22 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::context::FastapihooksContext;
-use crate::event::Payload;
-
-/// Why a transform produced no payload.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransformError {
-    /// The transform returned an error.
-    #[error("transform returned an error: {0}")]
-    Failed(String),
-    /// The transform panicked; the panic was contained.
-    #[error("transform panicked: {0}")]
-    Panicked(String),
-    /// The transform's output could not be serialized as JSON.
-    #[error("transform output is not serializable as JSON: {0}")]
-    Serialize(String),
-}
+use crate::event::{Payload, TransformError};
 
 /// What a transform may return: a JSON [`Value`], a [`Payload`], or a
 /// `Result` of any `Serialize` type (an `Err` is reported, not delivered).

@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::retry::parse_retry_after;
 use crate::wire::{decimal, is_valid_header_value};
 
 /// Limits on the response heads read back.
@@ -464,6 +463,16 @@ fn parse_hex(v: &[u8]) -> Option<usize> {
     Some(n)
 }
 
+/// A `Retry-After` value (delay seconds, or an HTTP date) as a wait from `now`.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -715,5 +724,19 @@ mod tests {
         assert_eq!(err.to_string(), "connection closed in the middle of the response");
         let err = read(&mut Script::whole(b"SMTP ready\r\n\r\n")).await.unwrap_err();
         assert!(matches!(err, ReadError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = std::time::SystemTime::now();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = now + Duration::from_secs(30);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later), now).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert_eq!(
+            parse_retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(60)), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }
