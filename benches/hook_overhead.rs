@@ -21,7 +21,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use criterion::{Criterion, criterion_group, criterion_main};
-use fastapihooks::backend::{Backend, BackendError, Receipt, Received};
+use fastapihooks::backend::{Backend, BackendError, Received};
 use fastapihooks::{Event, Fastapihooks, FastapihooksContext, MemoryStore, Store, WebhookSubscription, hook};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -87,10 +87,6 @@ impl Backend for Discard {
 
     fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>> {
         stream::empty().boxed()
-    }
-
-    async fn ack(&self, _receipt: &Receipt) -> Result<(), BackendError> {
-        Ok(())
     }
 
     async fn close(&self) -> Result<(), BackendError> {

@@ -9,8 +9,8 @@
 //! | stage | module |
 //! |---|---|
 //! | a handler's result becomes an [`Emission`], queued by [`Fastapihooks::emit`] | [`emit`] |
-//! | the pipeline runs the [`Transform`] and publishes an [`Event`] | [`emit`], [`backend`] |
-//! | a consumer fans the event out to its subscriptions | `dispatch`, [`store`] |
+//! | the pipeline runs the [`Transform`] and hands the [`Event`] to the delivery engine (or publishes it to a queue [`backend`]) | [`emit`] |
+//! | the engine fans the event out to its subscriptions | `engine`, `dispatch`, [`store`] |
 //! | each delivery is signed, sent, retried or dead-lettered | [`sign`], [`send`], [`retry`], [`dead_letter`] |
 //! | a receiver checks the signature | [`verify`] |
 //! | a sidecar consumes a queue backend and delivers (the app only publishes) | [`worker`], `backend::RedisStreamsBackend` (feature `redis`) |
@@ -54,7 +54,8 @@
 pub mod backend;
 pub mod dead_letter;
 mod dispatch;
-pub use dispatch::DeliveryRuntime;
+mod engine;
+pub use engine::{BuildError, DeliveryRuntime, ShutdownReport};
 pub mod emit;
 pub mod event;
 pub mod retry;
@@ -71,8 +72,8 @@ pub mod worker;
 pub use backend::{Backend, BackendError, BackgroundTaskBackend};
 pub use dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, InMemoryDeadLetterQueue, RedeliverError};
 pub use emit::{
-    BuildError, Emission, EmitError, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload,
-    ResponsePayload, ShutdownReport, Transform, TransformError,
+    Emission, EmitError, Fastapihooks, FastapihooksBuilder, FastapihooksContext, IntoPayload, ResponsePayload,
+    Transform, TransformError,
 };
 pub use event::{Event, EventId, Payload};
 pub use retry::{Decision, RetryPolicy};

@@ -32,13 +32,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::dead_letter::{DeliveryFailure, RedeliverError};
-use crate::dispatch::{Dispatcher, EngineConfig, OwnedRuntime};
-use crate::emit::{BuildError, ShutdownReport};
+use crate::engine::{BuildError, Engine, EngineConfig, ShutdownReport};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscription::WebhookSubscription;
 
@@ -54,10 +53,7 @@ use crate::subscription::WebhookSubscription;
 pub struct Worker {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
-    dispatcher: Mutex<Option<Dispatcher>>,
-    runtime: Mutex<Option<OwnedRuntime>>,
-    /// Held for the whole shutdown; holds its report once done.
-    shutdown: tokio::sync::Mutex<Option<ShutdownReport>>,
+    engine: Engine,
 }
 
 impl fmt::Debug for Worker {
@@ -88,11 +84,7 @@ impl Worker {
     /// [`RedeliverError`]: after shutdown, when the transform failed, or
     /// when the target URL is not valid. Nothing is queued then.
     pub async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
-        let dispatcher = self.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        match dispatcher {
-            Some(dispatcher) => dispatcher.redeliver(failure).await,
-            None => Err(RedeliverError::ShutDown),
-        }
+        self.engine.redeliver(failure).await
     }
 
     /// Stops consuming at once (the backend is closed), then waits, up to
@@ -105,24 +97,14 @@ impl Worker {
     ///
     /// A second call waits for the first to finish and returns its report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let mut done = self.shutdown.lock().await;
-        if let Some(report) = *done {
-            return report;
-        }
         let stop_at = tokio::time::Instant::now() + deadline;
-        if let Err(e) = self.backend.close().await {
-            tracing::warn!(error = %e, "backend close failed");
-        }
-        let dispatcher = self.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let mut drained = true;
-        if let Some(dispatcher) = dispatcher {
-            drained = dispatcher.drain(stop_at).await;
-            drop(dispatcher);
-        }
-        drop(self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        let report = ShutdownReport { drained };
-        *done = Some(report);
-        report
+        let stop_consuming = async {
+            if let Err(e) = self.backend.close().await {
+                tracing::warn!(error = %e, "backend close failed");
+            }
+            true
+        };
+        self.engine.shutdown(stop_at, stop_consuming).await
     }
 
     /// Delivers until `signal` completes (say, Ctrl-C or SIGTERM), then
@@ -174,7 +156,7 @@ impl WorkerBuilder {
         self
     }
 
-    crate::dispatch::engine_setters!();
+    crate::engine::engine_setters!();
 
     /// Starts consuming and delivering. Call inside a Tokio runtime.
     ///
@@ -189,14 +171,8 @@ impl WorkerBuilder {
         let statics = self.engine.check()?;
         let stats = Arc::new(Stats::default());
         let failures = self.engine.failures();
-        let (dispatcher, runtime) = self.engine.start(&statics, failures, stats.clone())?;
-        dispatcher.spawn_consumer(backend.clone(), runtime.as_ref().and_then(OwnedRuntime::handle));
-        Ok(Worker {
-            backend,
-            stats,
-            dispatcher: Mutex::new(Some(dispatcher)),
-            runtime: Mutex::new(runtime),
-            shutdown: tokio::sync::Mutex::new(None),
-        })
+        let (engine, _) = Engine::start(self.engine, &statics, failures, stats.clone())?;
+        engine.consume(backend.consume());
+        Ok(Worker { backend, stats, engine })
     }
 }

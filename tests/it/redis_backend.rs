@@ -31,7 +31,6 @@ async fn published_events_are_consumed_in_order_and_ack_deletes_them() {
     let url = redis_or_skip!();
     let key = unique_key("roundtrip");
     let b = backend(&url, &key).build().unwrap();
-    assert!(!b.delivers_in_process());
     let events: Vec<Event> = (0..3).map(event).collect();
     for e in &events {
         b.publish(e.clone()).await.unwrap();
@@ -41,15 +40,15 @@ async fn published_events_are_consumed_in_order_and_ack_deletes_them() {
     let mut got = Vec::new();
     for e in &events {
         let r = next(&mut stream).await.unwrap();
-        assert_eq!(r.event.id, e.id);
-        assert_eq!(r.event.payload, e.payload);
-        assert_eq!(r.event.name, "order.created");
+        assert_eq!(r.event().id, e.id);
+        assert_eq!(r.event().payload, e.payload);
+        assert_eq!(r.event().name, "order.created");
         got.push(r);
     }
     assert_eq!(pending(&mut conn, &key, b.group()).await, 3, "read, not acked yet");
     assert!(matches!(b.consume().next().await, Some(Err(BackendError::AlreadyConsumed))));
-    for r in &got {
-        b.ack(&r.receipt).await.unwrap();
+    for r in got {
+        r.ack().await.unwrap();
     }
     // XACK + XDEL: nothing pending, and the stream does not keep acked entries.
     assert_eq!(pending(&mut conn, &key, b.group()).await, 0);
@@ -72,10 +71,10 @@ async fn consumers_of_one_group_share_the_entries_without_duplicates() {
     for _ in 0..5 {
         let ra = next(&mut sa).await.unwrap();
         let rb = next(&mut sb).await.unwrap();
-        seen_a.insert(ra.event.id.clone());
-        seen_b.insert(rb.event.id.clone());
-        a.ack(&ra.receipt).await.unwrap();
-        b.ack(&rb.receipt).await.unwrap();
+        seen_a.insert(ra.event().id.clone());
+        seen_b.insert(rb.event().id.clone());
+        ra.ack().await.unwrap();
+        rb.ack().await.unwrap();
     }
     assert_eq!(seen_a.len(), 5);
     assert_eq!(seen_b.len(), 5);
@@ -110,8 +109,8 @@ async fn a_dead_consumers_entries_are_claimed_by_a_live_one() {
     let mut claimed = HashSet::new();
     for _ in 0..3 {
         let r = next(&mut stream).await.unwrap();
-        claimed.insert(r.event.id.clone());
-        live.ack(&r.receipt).await.unwrap();
+        claimed.insert(r.event().id.clone());
+        r.ack().await.unwrap();
     }
     assert!(started.elapsed() >= Duration::from_millis(250), "claimed only once idle for the min-idle");
     assert_eq!(claimed, ids);
@@ -149,7 +148,7 @@ async fn consumers_idle_with_nothing_pending_are_forgotten_and_the_others_kept()
     let idle = backend(&url, &key).consumer("b-idle").build().unwrap();
     idle.publish(event(2)).await.unwrap();
     let mut stream = idle.consume();
-    idle.ack(&next(&mut stream).await.unwrap().receipt).await.unwrap();
+    next(&mut stream).await.unwrap().ack().await.unwrap();
     drop(stream);
     assert_eq!(consumers(&url, &key, holder.group()).await, ["a-holder", "b-idle"]);
 
@@ -191,8 +190,8 @@ async fn rediss_urls_speak_tls_and_verify_the_server() {
     b.publish(sent.clone()).await.unwrap();
     let mut stream = b.consume();
     let got = next(&mut stream).await.unwrap();
-    assert_eq!(got.event.id, sent.id);
-    b.ack(&got.receipt).await.unwrap();
+    assert_eq!(got.event().id, sent.id);
+    got.ack().await.unwrap();
 
     // Without the test CA the system's roots do not trust the server: a
     // clear error, not a plain-text fallback, and no panic.
@@ -226,7 +225,7 @@ async fn entries_a_live_consumer_is_delivering_are_not_claimed() {
     let mut sb = b.consume();
     let stolen = tokio::time::timeout(idle * 3, sb.next()).await;
     assert!(stolen.is_err(), "a live consumer's entry was claimed: {stolen:?}");
-    a.ack(&slow.receipt).await.unwrap();
+    slow.ack().await.unwrap();
     assert_eq!(xlen(&mut connect(&url).await, &key).await, 0);
 }
 
@@ -238,7 +237,7 @@ async fn a_lost_group_is_created_again() {
     b.publish(event(1)).await.unwrap();
     let mut stream = b.consume();
     let first = next(&mut stream).await.unwrap();
-    b.ack(&first.receipt).await.unwrap();
+    first.ack().await.unwrap();
     // Redis lost its data (restarted without persistence): the stream and
     // its group are gone; the consumer gets NOGROUP and creates it again.
     let mut conn = connect(&url).await;
@@ -252,8 +251,8 @@ async fn a_lost_group_is_created_again() {
             Err(e) => panic!("unexpected error: {e}"),
         }
     };
-    assert_eq!(r.event.id, after.id);
-    b.ack(&r.receipt).await.unwrap();
+    assert_eq!(r.event().id, after.id);
+    r.ack().await.unwrap();
     assert_eq!(xlen(&mut conn, &key).await, 0);
 }
 
@@ -278,8 +277,8 @@ async fn malformed_entries_are_dead_lettered_acked_and_reported() {
     }
     // The stream goes on after them.
     let r = next(&mut stream).await.unwrap();
-    assert_eq!(r.event.id, good.id);
-    b.ack(&r.receipt).await.unwrap();
+    assert_eq!(r.event().id, good.id);
+    r.ack().await.unwrap();
     assert_eq!(pending(&mut conn, &key, b.group()).await, 0, "malformed entries are acked, not retried");
     assert_eq!(xlen(&mut conn, &key).await, 0);
     let dead = b.dead_letter_stream().to_owned();
@@ -352,7 +351,7 @@ async fn close_ends_a_blocked_read_at_once_and_refuses_publishing() {
     let key = unique_key("close");
     let b = backend(&url, &key).block(Duration::from_secs(30)).build().unwrap();
     let mut stream = b.consume();
-    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|r| r.event.id)) });
+    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|r| r.event().id.clone())) });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
     b.close().await.unwrap();

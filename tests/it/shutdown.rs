@@ -196,3 +196,38 @@ async fn concurrent_shutdowns_both_wait_for_the_drain() {
     assert_eq!(rx.hits_for("/h").len(), 1);
     assert_eq!(hooks.stats().delivered, 1, "the second call returned only after the delivery");
 }
+
+// A worker in the same process, fed through a shared in-memory queue: its
+// engine delivers what the app publishes, and its shutdown runs once (a
+// second call waits for the drain and gets the same report).
+#[tokio::test]
+async fn a_worker_on_a_shared_memory_queue_delivers_and_shuts_down_once() {
+    use std::sync::Arc;
+
+    use fastapihooks::{Backend, BackgroundTaskBackend, Fastapihooks, NetworkPolicy, Worker};
+
+    let rx = Receiver::start().await;
+    rx.script("/h", [Reply::status(200).delay(Duration::from_millis(300))]);
+    let queue: Arc<dyn Backend> = Arc::new(BackgroundTaskBackend::new());
+    let app = Fastapihooks::builder()
+        .backend_arc(queue.clone())
+        .subscriber("e", WebhookSubscription::new(rx.url("/h")).unwrap())
+        .build()
+        .unwrap();
+    assert!(app.is_subscribed("anything"), "with a queue backend the worker's store decides");
+    let worker =
+        Worker::builder().backend_arc(queue).network_policy(NetworkPolicy::default().allow_loopback()).start().unwrap();
+    app.send("e", &json!({"n": 1})).unwrap();
+    // The app's shutdown hands the queued event on, then closes the queue.
+    assert!(app.shutdown(WAIT).await.drained);
+    // The request is on its way (the receiver answers it 300 ms later).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rx.hits_for("/h").is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (a, b) = tokio::join!(worker.shutdown(WAIT), worker.shutdown(WAIT));
+    assert!(a.drained && b.drained);
+    assert_eq!(rx.hits_for("/h").len(), 1);
+    assert_eq!(worker.stats().delivered, 1, "both calls returned only after the delivery");
+    assert_eq!(app.stats().published, 1);
+}

@@ -5,14 +5,18 @@ use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 use tokio::sync::mpsc;
 
-use super::{Backend, BackendError, Receipt, Received};
+use super::{Acker, Backend, BackendError, Received};
 use crate::event::Event;
 
-/// The built-in backend: delivers in the app's own process, with no worker.
+/// An in-memory queue: the app publishes to it and a
+/// [`Worker`](crate::worker::Worker) in the same process consumes it (give
+/// both the same `Arc`, with `backend_arc`).
 ///
-/// Events live in memory between emission and delivery: those still queued
-/// when the process dies are lost (use a durable backend where that matters).
-/// [`Fastapihooks::shutdown`](crate::Fastapihooks::shutdown) drains them.
+/// [`Fastapihooks`](crate::Fastapihooks) needs no backend to deliver in
+/// process (its default): this is for keeping intake and delivery apart
+/// within one process, and for tests. Events live in memory between publish
+/// and delivery: those still queued when the process dies are lost, so
+/// their ack does nothing.
 #[derive(Debug)]
 pub struct BackgroundTaskBackend {
     tx: Mutex<Option<mpsc::Sender<Event>>>,
@@ -55,24 +59,15 @@ impl Backend for BackgroundTaskBackend {
         match rx {
             Some(rx) => stream::unfold(rx, |mut rx| async move {
                 let event = rx.recv().await?;
-                let receipt = Receipt::new(event.id.as_str());
-                Some((Ok(Received::new(event, receipt)), rx))
+                Some((Ok(Received::new(event, Acker::none())), rx))
             })
             .boxed(),
             None => stream::once(async { Err(BackendError::AlreadyConsumed) }).boxed(),
         }
     }
 
-    async fn ack(&self, _receipt: &Receipt) -> Result<(), BackendError> {
-        Ok(())
-    }
-
     async fn close(&self) -> Result<(), BackendError> {
         self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         Ok(())
-    }
-
-    fn delivers_in_process(&self) -> bool {
-        true
     }
 }

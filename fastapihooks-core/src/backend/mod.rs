@@ -1,16 +1,20 @@
-//! Backends: the transport between emission and delivery.
+//! Backends: queues between the app that emits and the workers that deliver.
 //!
-//! [`Fastapihooks::emit`](crate::Fastapihooks::emit) hands each event to a
-//! backend with [`Backend::publish`]. A consumer reads them back with
-//! [`Backend::consume`], delivers them, and [`Backend::ack`]s each one once
-//! all its deliveries have a final outcome. With the in-process
-//! [`BackgroundTaskBackend`] the consumer runs inside the app; with a queue
-//! backend (`RedisStreamsBackend`, feature `redis`) it runs in a sidecar
-//! [`Worker`](crate::worker::Worker).
+//! By default [`Fastapihooks`](crate::Fastapihooks) needs none: it delivers
+//! in its own process. Given a backend, the app only publishes
+//! ([`Backend::publish`], the publishing side) and sidecar
+//! [`Worker`](crate::worker::Worker)s consume ([`Backend::consume`], the
+//! consuming side): each event comes as a [`Received`] that carries its own
+//! ack, called once all the event's deliveries have a final outcome; an
+//! event never acked is handed out again by a durable backend
+//! (`RedisStreamsBackend`, feature `redis`). [`BackgroundTaskBackend`] is an
+//! in-memory queue, for a worker in the same process.
 
 mod background;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+use std::fmt;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -60,36 +64,84 @@ impl BackendError {
     }
 }
 
-/// An opaque token a consumer gives back to [`Backend::ack`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Receipt(String);
+/// How a backend acknowledges one event it handed out: what a
+/// [`Received`] carries.
+#[async_trait]
+pub trait Acknowledge: Send + Sync + 'static {
+    /// Marks the event done (every delivery succeeded or was handed to
+    /// `on_failure`), so the backend never hands it out again.
+    async fn ack(self: Box<Self>) -> Result<(), BackendError>;
+}
 
-impl Receipt {
-    /// Wraps a backend-specific token (a stream entry id, a delivery tag).
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+/// The ack of one received event: a backend's [`Acknowledge`], or none (an
+/// event no backend will hand out again).
+#[derive(Default)]
+pub struct Acker(Option<Box<dyn Acknowledge>>);
+
+impl Acker {
+    /// An ack that does nothing.
+    pub fn none() -> Self {
+        Self(None)
     }
 
-    /// The token.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// A backend's ack.
+    pub fn new(ack: impl Acknowledge) -> Self {
+        Self(Some(Box::new(ack)))
+    }
+
+    /// True when acking does nothing.
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Acknowledges the event.
+    ///
+    /// # Errors
+    /// The backend could not record the ack; it may hand the event out again.
+    pub async fn ack(self) -> Result<(), BackendError> {
+        match self.0 {
+            Some(ack) => ack.ack().await,
+            None => Ok(()),
+        }
     }
 }
 
-/// An event read from a backend, with the receipt to acknowledge it.
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_none() { "Acker(none)" } else { "Acker(..)" })
+    }
+}
+
+/// An event read from a backend, with its ack.
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct Received {
-    /// The event.
-    pub event: Event,
-    /// Give it back to [`Backend::ack`] when the event is done.
-    pub receipt: Receipt,
+    event: Event,
+    ack: Acker,
 }
 
 impl Received {
-    /// Pairs an event with its receipt.
-    pub fn new(event: Event, receipt: Receipt) -> Self {
-        Self { event, receipt }
+    /// An event and the way to acknowledge it.
+    pub fn new(event: Event, ack: Acker) -> Self {
+        Self { event, ack }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// Acknowledges the event (see [`Acknowledge::ack`]).
+    ///
+    /// # Errors
+    /// The backend could not record the ack.
+    pub async fn ack(self) -> Result<(), BackendError> {
+        self.ack.ack().await
+    }
+
+    /// The event and its ack, apart: the consumer delivers the event and
+    /// acks once its deliveries are done.
+    pub fn into_parts(self) -> (Event, Acker) {
+        (self.event, self.ack)
     }
 }
 
@@ -102,21 +154,12 @@ pub trait Backend: Send + Sync + 'static {
     /// its own task.
     async fn publish(&self, event: Event) -> Result<(), BackendError>;
 
-    /// The events to deliver, for the consumer. Called once.
+    /// The events to deliver, each with its ack, for the consumer (a
+    /// [`Worker`](crate::worker::Worker)). Called once.
     fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>>;
 
-    /// Marks an event done: every delivery succeeded or was handed to
-    /// `on_failure`. Events never acked are redelivered by durable backends.
-    async fn ack(&self, receipt: &Receipt) -> Result<(), BackendError>;
-
     /// Stops accepting events; consumers see the end of the stream once what
-    /// was published is drained.
+    /// was published is drained (a durable backend: at once; what it holds
+    /// stays there).
     async fn close(&self) -> Result<(), BackendError>;
-
-    /// True when the app itself must run the consumer (no sidecar worker).
-    /// Such a backend loses its events with the process anyway, so the
-    /// consumer does not call [`Backend::ack`] for it.
-    fn delivers_in_process(&self) -> bool {
-        false
-    }
 }

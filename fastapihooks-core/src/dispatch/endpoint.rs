@@ -50,7 +50,7 @@ type EndpointMap = HashMap<Arc<str>, Queue, foldhash::fast::RandomState>;
 
 /// The endpoints with queued or in-flight deliveries.
 #[derive(Default)]
-pub(crate) struct Endpoints {
+pub(super) struct Endpoints {
     state: Mutex<State>,
 }
 
@@ -105,7 +105,7 @@ fn endpoint_key(url: &url::Url) -> &str {
 /// Queues a job for its endpoint and starts a worker if the endpoint has
 /// room for one. A first attempt is dead-lettered at once when the endpoint's
 /// backlog is full; a retry always gets in (it already counted).
-pub(crate) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
+pub(super) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
     let mut state = shared.endpoints.lock();
     let key = endpoint_key(&job.url);
     // Allocate the key only for an endpoint not seen yet (an idle one keeps

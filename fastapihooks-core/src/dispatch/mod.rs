@@ -1,19 +1,15 @@
-//! Dispatch: from a consumed event to deliveries.
+//! Dispatch: from an event to deliveries.
 //!
 //! ```text
-//! Backend::consume ─> fan_out(event): static subscribers + Store::shared_subscriptions_for
-//!                        └─> one Job per subscription ─> endpoint queue (endpoint.rs)
+//! pipeline (in-process) ┐
+//! Backend::consume ─────┴> reserve a fan-out ─> fan_out(event): static subscribers + Store::shared_subscriptions_for
+//!                                                 └─> one Job per subscription ─> endpoint queue (endpoint.rs)
 //! endpoint queue ─> worker (≤ per-endpoint limit) ─> global permit ─> send ─> done | retry | dead-letter
 //! ```
-//! Every job's final outcome counts down its event; the last one acks it.
+//! Every job's final outcome counts down its event; the last one acks it,
+//! with the [`Acker`] the event came with.
 
 mod endpoint;
-mod engine;
-mod runtime;
-
-pub(crate) use engine::{EngineConfig, engine_setters};
-pub use runtime::DeliveryRuntime;
-pub(crate) use runtime::OwnedRuntime;
 
 use std::collections::HashMap;
 use std::future::Future as _;
@@ -22,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, BackendError, Receipt, Received};
+use crate::backend::{Acker, BackendError, Received};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
@@ -72,39 +69,56 @@ impl Default for Limits {
     }
 }
 
-/// What the dispatcher shares with its tasks.
-pub(crate) struct Shared {
+/// What a dispatcher is made of (the engine's configuration, built).
+pub(crate) struct Parts {
     pub(crate) sender: Sender,
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) retry: RetryPolicy,
     pub(crate) failures: Arc<dyn FailureHandler>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) limits: Limits,
-    pub(crate) global: Arc<Semaphore>,
-    pub(crate) pending: Arc<Semaphore>,
-    pub(crate) endpoints: Endpoints,
-    pub(crate) urls: UrlCache,
+    /// The static subscribers, by event name.
+    pub(crate) statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
+    /// The dedicated delivery threads (none: the tasks run where they are
+    /// spawned from, on the app's runtime).
+    pub(crate) shards: Vec<tokio::runtime::Handle>,
+}
+
+/// What the dispatcher shares with its tasks.
+struct Shared {
+    sender: Sender,
+    store: Option<Arc<dyn Store>>,
+    retry: RetryPolicy,
+    failures: Arc<dyn FailureHandler>,
+    stats: Arc<Stats>,
+    limits: Limits,
+    global: Arc<Semaphore>,
+    pending: Arc<Semaphore>,
+    /// Events being fanned out at once (looking up their subscriptions).
+    fan_outs: Arc<Semaphore>,
+    endpoints: Endpoints,
+    urls: UrlCache,
     /// The static subscribers, by event name (in-process delivery: the
     /// events do not carry them).
-    pub(crate) statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) cancel: CancellationToken,
+    statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
     /// The dedicated runtime's shards (none: the tasks run where they are
     /// spawned from, on the app's runtime).
-    pub(crate) shards: Vec<Shard>,
+    shards: Vec<Shard>,
 }
 
 /// One delivery thread, as its endpoint workers see it.
-pub(crate) struct Shard {
-    pub(crate) handle: tokio::runtime::Handle,
+struct Shard {
+    handle: tokio::runtime::Handle,
     /// A child of [`Shared::cancel`]: the workers check it around every
     /// request, and a token shared by every thread would make each check
     /// take a lock other threads are taking too.
-    pub(crate) cancel: CancellationToken,
+    cancel: CancellationToken,
 }
 
 impl Shared {
-    pub(crate) fn fail(&self, failure: DeliveryFailure) {
+    fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
         crate::dead_letter::report(&*self.failures, failure);
     }
@@ -113,7 +127,7 @@ impl Shared {
 /// Parsed target URLs, by their text: parsing one costs thousands of
 /// instructions, and the same few URLs come back with every event.
 #[derive(Default)]
-pub(crate) struct UrlCache {
+struct UrlCache {
     map: Mutex<HashMap<String, Arc<url::Url>, foldhash::fast::RandomState>>,
 }
 
@@ -143,20 +157,54 @@ pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
 }
 
+/// Room for one event's fan-out, from [`Dispatcher::reserve`].
+pub(crate) struct FanOut<'a> {
+    dispatcher: &'a Dispatcher,
+    slot: OwnedSemaphorePermit,
+}
+
+impl FanOut<'_> {
+    /// Fans `event` out; once its deliveries are done, `ack` is called.
+    pub(crate) fn start(self, event: Arc<Event>, ack: Acker) {
+        let FanOut { dispatcher: this, slot } = self;
+        let dispatcher = this.clone();
+        let mut fan_out = Box::pin(async move {
+            dispatcher.fan_out(event, ack).await;
+            drop(slot);
+        });
+        // Usually the look-up answers at once (a memory store, a cache hit):
+        // then the fan-out is done here, with no task to schedule.
+        // Otherwise it becomes a task, which polls it again with a real
+        // waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if fan_out.as_mut().poll(&mut cx).is_pending() {
+            this.shared.tasks.spawn(fan_out);
+        }
+    }
+}
+
 /// Tracks one event's deliveries; the last to finish acks the event.
-pub(crate) struct EventDone {
+struct EventDone {
     remaining: AtomicUsize,
     abandoned: AtomicBool,
-    /// Where the ack goes: none for a redelivery (its event was consumed
-    /// and acked before).
-    ack: Option<(Receipt, Arc<dyn Backend>)>,
+    /// Taken by the last delivery to finish. No ack for an event that was
+    /// never consumed from a queue (in-process, or a redelivery).
+    ack: Mutex<Acker>,
 }
 
 impl EventDone {
+    fn new(deliveries: usize, abandoned: bool, ack: Acker) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(deliveries),
+            abandoned: AtomicBool::new(abandoned),
+            ack: Mutex::new(ack),
+        })
+    }
+
     /// One delivery reached its end. `final_outcome` is false when it was
     /// abandoned at shutdown (the event is then not acked, so a durable
     /// backend delivers it again).
-    pub(crate) fn finish(self: &Arc<Self>, shared: &Shared, final_outcome: bool) {
+    fn finish(&self, shared: &Shared, final_outcome: bool) {
         if !final_outcome {
             self.abandoned.store(true, Ordering::Relaxed);
         }
@@ -165,23 +213,21 @@ impl EventDone {
         }
     }
 
-    fn ack(self: &Arc<Self>, shared: &Shared) {
-        // An in-process backend has nothing to redeliver: no ack to send.
-        let Some((receipt, backend)) = &self.ack else { return };
-        if self.abandoned.load(Ordering::Relaxed) || backend.delivers_in_process() {
+    fn ack(&self, shared: &Shared) {
+        let ack = std::mem::take(&mut *self.ack.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if ack.is_none() || self.abandoned.load(Ordering::Relaxed) {
             return;
         }
-        let (receipt, backend) = (receipt.clone(), backend.clone());
         shared.tasks.spawn(async move {
-            if let Err(e) = backend.ack(&receipt).await {
-                tracing::warn!(receipt = receipt.as_str(), error = %e, "could not ack event");
+            if let Err(e) = ack.ack().await {
+                tracing::warn!(error = %e, "could not ack event");
             }
         });
     }
 }
 
 /// Whom a delivery goes to.
-pub(crate) enum Target {
+enum Target {
     /// A static subscriber of the hooks object (it has no id).
     Static(Arc<WebhookSubscription>),
     /// A subscription from the store.
@@ -191,7 +237,7 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    pub(crate) fn subscription(&self) -> &WebhookSubscription {
+    fn subscription(&self) -> &WebhookSubscription {
         match self {
             Self::Static(sub) | Self::Redelivery { subscription: sub, .. } => sub,
             Self::Stored(stored) => &stored.subscription,
@@ -199,7 +245,7 @@ impl Target {
     }
 
     /// The store's id, if it came from the store.
-    pub(crate) fn id(&self) -> Option<&str> {
+    fn id(&self) -> Option<&str> {
         match self {
             Self::Static(_) => None,
             Self::Stored(stored) => Some(&stored.id),
@@ -219,20 +265,20 @@ impl Target {
 }
 
 /// One delivery: an event to one subscription.
-pub(crate) struct Job {
-    pub(crate) event: Arc<Event>,
-    pub(crate) target: Target,
+struct Job {
+    event: Arc<Event>,
+    target: Target,
     /// The subscription's target URL, parsed.
-    pub(crate) url: Arc<url::Url>,
+    url: Arc<url::Url>,
     /// Attempts made so far.
-    pub(crate) attempts: u32,
-    pub(crate) done: Arc<EventDone>,
-    pub(crate) _slot: OwnedSemaphorePermit,
+    attempts: u32,
+    done: Arc<EventDone>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Job {
     /// Reports a final failure and counts the job down.
-    pub(crate) fn fail(self, shared: &Shared, error: DeliveryError) {
+    fn fail(self, shared: &Shared, error: DeliveryError) {
         let shutdown = matches!(error, DeliveryError::Shutdown { .. });
         shared.fail(self.target.failure(self.event, error, self.attempts));
         self.done.finish(shared, !shutdown);
@@ -240,8 +286,29 @@ impl Job {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(shared: Shared) -> Self {
-        Self { shared: Arc::new(shared) }
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts { sender, store, retry, failures, stats, limits, statics, shards } = parts;
+        let cancel = CancellationToken::new();
+        let shards = shards.into_iter().map(|handle| Shard { handle, cancel: cancel.child_token() }).collect();
+        Self {
+            shared: Arc::new(Shared {
+                sender,
+                store,
+                retry,
+                failures,
+                stats,
+                global: Arc::new(Semaphore::new(limits.max_concurrency)),
+                pending: Arc::new(Semaphore::new(limits.max_pending_deliveries)),
+                fan_outs: Arc::new(Semaphore::new(limits.max_fan_outs.max(1))),
+                limits,
+                endpoints: Endpoints::default(),
+                urls: UrlCache::default(),
+                statics,
+                tasks: TaskTracker::new(),
+                cancel,
+                shards,
+            }),
+        }
     }
 
     /// Waits, until `stop_at`, for every task (consumer, fan-outs,
@@ -260,29 +327,45 @@ impl Dispatcher {
         false
     }
 
-    /// Consumes `backend` until its stream ends or shutdown cancels it.
-    /// Events read after cancellation are reported as shut down, not lost.
-    /// On `runtime` when given (every task it spawns stays there), else on
-    /// the current one.
-    pub(crate) fn spawn_consumer(&self, backend: Arc<dyn Backend>, runtime: Option<&tokio::runtime::Handle>) {
+    /// Waits for room to fan out one more event (back-pressure: at most
+    /// `max_fan_outs` at once, and each waits for room among the pending
+    /// deliveries). `None` once shutdown has cancelled the dispatcher.
+    /// Cancel-safe: nothing is taken until it returns.
+    pub(crate) async fn reserve(&self) -> Option<FanOut<'_>> {
+        let shared = &self.shared;
+        tokio::select! {
+            biased;
+            slot = shared.fan_outs.clone().acquire_owned() => Some(FanOut { dispatcher: self, slot: slot.expect("never closed") }),
+            () = shared.cancel.cancelled() => None,
+        }
+    }
+
+    /// Consumes `events` (a backend's stream) until it ends or shutdown
+    /// cancels it, and acks each event with the [`Acker`] it came with once
+    /// its deliveries are done. Events read after cancellation are reported
+    /// as shut down, not lost. On `runtime` when given (every task it
+    /// spawns stays there), else on the current one.
+    pub(crate) fn spawn_consumer(
+        &self,
+        events: BoxStream<'static, Result<Received, BackendError>>,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) {
         let this = self.clone();
-        let consume = async move { this.consume(backend).await };
+        let consume = async move { this.consume(events).await };
         match runtime {
             Some(handle) => drop(self.shared.tasks.spawn_on(consume, handle)),
             None => drop(self.shared.tasks.spawn(consume)),
         }
     }
 
-    async fn consume(self, backend: Arc<dyn Backend>) {
+    async fn consume(self, mut events: BoxStream<'static, Result<Received, BackendError>>) {
         let shared = &self.shared;
-        let fan_outs = Arc::new(Semaphore::new(shared.limits.max_fan_outs.max(1)));
-        let mut stream = backend.consume();
         let mut backoff = Backoff::new(CONSUME_BACKOFF.0, CONSUME_BACKOFF.1);
         loop {
             let item = tokio::select! {
                 biased;
                 () = shared.cancel.cancelled() => break,
-                item = stream.next() => item,
+                item = events.next() => item,
             };
             let received = match item {
                 None => return,
@@ -313,44 +396,30 @@ impl Dispatcher {
                 }
             };
             backoff.reset();
-            let slot = tokio::select! {
-                () = shared.cancel.cancelled() => {
-                    self.abandon(received);
+            let (event, ack) = received.into_parts();
+            match self.reserve().await {
+                Some(fan_out) => fan_out.start(Arc::new(event), ack),
+                None => {
+                    self.abandon(event);
                     break;
                 }
-                slot = fan_outs.clone().acquire_owned() => slot.expect("never closed"),
-            };
-            let this = self.clone();
-            let ack = Some((received.receipt, backend.clone()));
-            let mut fan_out = Box::pin(async move {
-                this.fan_out(Arc::new(received.event), ack).await;
-                drop(slot);
-            });
-            // Usually the look-up answers at once (a memory store, a cache
-            // hit): then the fan-out is done here, with no task to schedule.
-            // Otherwise it becomes a task, which polls it again with a real
-            // waker.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if fan_out.as_mut().poll(&mut cx).is_pending() {
-                shared.tasks.spawn(fan_out);
             }
         }
-        // Shut down: whatever is still in an in-process backend is reported.
-        if backend.delivers_in_process() {
-            while let Some(Some(Ok(received))) = futures_util::FutureExt::now_or_never(stream.next()) {
-                self.abandon(received);
-            }
+        // Shut down: what the stream already holds is reported (and not
+        // acked: a durable backend hands it out again).
+        while let Some(Some(Ok(received))) = futures_util::FutureExt::now_or_never(events.next()) {
+            self.abandon(received.into_parts().0);
         }
     }
 
-    fn abandon(&self, received: Received) {
+    fn abandon(&self, event: Event) {
         let error = DeliveryError::Shutdown { last: None };
-        self.shared.fail(DeliveryFailure::of_event(Arc::new(received.event), error));
+        self.shared.fail(DeliveryFailure::of_event(Arc::new(event), error));
     }
 
     /// Finds an event's subscriptions and queues one job for each; once
     /// they are all done, the event is acked where `ack` says.
-    async fn fan_out(&self, event: Arc<Event>, ack: Option<(Receipt, Arc<dyn Backend>)>) {
+    async fn fan_out(&self, event: Arc<Event>, ack: Acker) {
         let shared = &self.shared;
         let owner = event.owner_id.as_deref();
         let statics = shared.statics.get(&event.name).map_or(&[][..], |s| &s[..]);
@@ -378,13 +447,9 @@ impl Dispatcher {
                 }
             }
         }
-        let done = Arc::new(EventDone {
-            // One extra count, released below, so the event is not acked
-            // while jobs are still being queued.
-            remaining: AtomicUsize::new(targets.len() + 1),
-            abandoned: AtomicBool::new(!complete),
-            ack,
-        });
+        // One extra count, released below, so the event is not acked while
+        // jobs are still being queued.
+        let done = EventDone::new(targets.len() + 1, !complete, ack);
         for target in targets {
             // Parsed once per URL (cached): the endpoint key and every
             // attempt reuse it.
@@ -425,7 +490,7 @@ impl Dispatcher {
         let DeliveryFailure { event, subscription, subscription_id, .. } = failure;
         let Some(subscription) = subscription else {
             Stats::inc(&shared.stats.redelivered);
-            self.fan_out(event, None).await;
+            self.fan_out(event, Acker::none()).await;
             return Ok(());
         };
         let url = shared.urls.parse(&subscription.target_url).map_err(|e| RedeliverError::InvalidUrl(e.to_string()))?;
@@ -435,7 +500,7 @@ impl Dispatcher {
             () = shared.cancel.cancelled() => return Err(RedeliverError::ShutDown),
         };
         Stats::inc(&shared.stats.redelivered);
-        let done = Arc::new(EventDone { remaining: AtomicUsize::new(1), abandoned: AtomicBool::new(false), ack: None });
+        let done = EventDone::new(1, false, Acker::none());
         let target = Target::Redelivery { subscription, id: subscription_id };
         endpoint::enqueue(shared, Job { event, target, url, attempts: 0, done, _slot: slot }, false);
         Ok(())

@@ -1,10 +1,11 @@
-//! Emission: the [`Fastapihooks`] handle, its builder, and the intake
-//! pipeline.
+//! Emission, the request side: the [`Fastapihooks`] handle, its builder,
+//! and the intake pipeline.
 //!
 //! `emit` only puts an [`Emission`] on a bounded queue (a `try_send`: no
 //! await, no I/O). One pipeline task drains the queue: it builds the
-//! context, runs the transform, makes the [`Event`] and publishes it to the
-//! backend.
+//! context, runs the transform, makes the [`Event`] and hands it on: to the
+//! delivery engine in this process (the default), or to a queue backend
+//! that workers consume.
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -13,7 +14,7 @@ mod context;
 mod transform;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,19 +28,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::event::TransformError;
 pub use buffer::JsonBuf;
 pub use context::FastapihooksContext;
-pub use crate::event::TransformError;
 pub use transform::{IntoPayload, Transform};
 
-use crate::backend::{Backend, BackgroundTaskBackend};
+use crate::backend::{Acker, Backend};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
-use crate::dispatch::{Dispatcher, EngineConfig, OwnedRuntime};
+use crate::dispatch::Dispatcher;
+use crate::engine::{BuildError, Engine, EngineConfig, ShutdownReport};
 use crate::event::{Event, EventId, Payload};
-use crate::secret::SecretFormatError;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
-use crate::subscription::{InvalidSubscription, WebhookSubscription};
+use crate::subscription::WebhookSubscription;
 
 /// The handler's response, as the hook captured it.
 #[derive(Clone, Debug, Default)]
@@ -174,47 +175,6 @@ pub enum EmitError {
     },
 }
 
-/// Why the runtime could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// `build` (or `Worker`'s `start`) was called outside a Tokio runtime.
-    #[error("Fastapihooks::builder().build() and Worker::builder().start() must be called inside a Tokio runtime")]
-    NoRuntime,
-    /// A [`Worker`](crate::worker::Worker) was started with no backend to consume.
-    #[error("a worker needs a backend to consume (WorkerBuilder::backend)")]
-    NoBackend,
-    /// The HTTP client could not be created: its TLS set-up failed (the
-    /// system has no usable CA certificates, or those given to
-    /// `tls_root_certificates` are not valid PEM certificates).
-    #[error("could not create the HTTP client: {0}")]
-    Http(#[source] std::io::Error),
-    /// The global signing secret cannot sign.
-    #[error("invalid signing secret: {0}")]
-    SigningSecret(#[from] SecretFormatError),
-    /// The dedicated delivery runtime could not be started.
-    #[error("could not start the delivery runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    /// A static subscriber is invalid.
-    #[error("invalid static subscriber for `{event}`: {error}")]
-    Subscriber {
-        /// The event name it was given for.
-        event: String,
-        /// What is wrong.
-        error: InvalidSubscription,
-    },
-}
-
-/// What [`Fastapihooks::shutdown`] achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// True when everything was delivered or dead-lettered before the
-    /// deadline; false when work was cut short (and reported to `on_failure`
-    /// as shut down).
-    pub drained: bool,
-}
-
 /// How often the pipeline looks at the intake queue while emissions keep
 /// coming (see `Pipeline::run`).
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -249,23 +209,39 @@ struct Inner {
     closed: AtomicBool,
     cancel: CancellationToken,
     pipeline_task: Mutex<Option<JoinHandle<()>>>,
-    /// Taken (and dropped, closing the HTTP connections) by `shutdown`.
-    dispatcher: Mutex<Option<Dispatcher>>,
-    /// The dedicated delivery runtime, if any; shut down after the dispatcher.
-    delivery_runtime: Mutex<Option<OwnedRuntime>>,
-    /// Held for the whole shutdown; holds its report once done.
-    shutdown: tokio::sync::Mutex<Option<ShutdownReport>>,
+    delivery: Delivery,
+}
+
+/// Where this app's events are delivered.
+enum Delivery {
+    /// Here, by the engine the pipeline feeds.
+    InProcess(Engine),
+    /// By workers, from this queue backend. The report of the shutdown
+    /// (the pipeline's: there is no engine to drain).
+    Queue(Arc<dyn Backend>, tokio::sync::OnceCell<ShutdownReport>),
+}
+
+/// What the handle knows of an event's possible subscribers.
+enum Audience {
+    /// Delivered here: the engine has the static subscribers, and the
+    /// store's hint says whether anyone may be subscribed.
+    Local { statics: HashSet<String>, store: Option<Arc<dyn Store>> },
+    /// Published to a queue: the worker's store decides, so anyone may be;
+    /// each event carries the app's static subscribers to the worker.
+    Queue { statics: HashMap<String, Arc<[WebhookSubscription]>> },
+}
+
+/// Where the pipeline hands each event.
+enum Outlet {
+    Engine(Dispatcher),
+    Queue(Arc<dyn Backend>),
 }
 
 /// What the pipeline task needs: everything to turn an emission into a
 /// published event, or a reported failure.
 struct Pipeline {
-    backend: Arc<dyn Backend>,
-    /// Consulted (for its hint) only when delivery is in-process.
-    store: Option<Arc<dyn Store>>,
-    in_process: bool,
+    audience: Audience,
     default_owner: Option<String>,
-    subscribers: HashMap<String, Arc<[WebhookSubscription]>>,
     failures: Arc<dyn FailureHandler>,
     stats: Arc<Stats>,
 }
@@ -278,9 +254,9 @@ impl Pipeline {
         let owner_id = e.owner_id.or_else(|| self.default_owner.clone());
         // In-process, the dispatcher has the static subscribers itself; an
         // event published to a queue carries them to the worker.
-        let subscribers = match self.subscribers.get(&*e.event_name) {
-            Some(subs) if !self.in_process => subs.to_vec(),
-            _ => Vec::new(),
+        let subscribers = match &self.audience {
+            Audience::Queue { statics } => statics.get(&*e.event_name).map_or_else(Vec::new, |subs| subs.to_vec()),
+            Audience::Local { .. } => Vec::new(),
         };
         let payload = match e.transform {
             None => match e.response {
@@ -345,34 +321,48 @@ impl Pipeline {
         }
     }
 
-    /// Transforms and publishes one emission; a failure is reported. `Err`
-    /// when `cancel` fired.
-    async fn publish(&self, q: Queued, cancel: &CancellationToken) -> Result<(), ()> {
+    /// Transforms one emission and hands the event on; a failure is
+    /// reported. `Err` when `cancel` fired (or the engine was cancelled).
+    async fn publish(&self, outlet: &Outlet, q: Queued, cancel: &CancellationToken) -> Result<(), ()> {
         let Ok(event) = self.event(q) else { return Ok(()) };
-        let event_id = event.id.clone();
-        // The publish first: an in-process backend takes the event at once,
-        // and the token, never polled, costs no lock.
-        let published = tokio::select! {
-            biased;
-            r = self.backend.publish(event.clone()) => r.map_err(Some),
-            () = cancel.cancelled() => Err(None),
-        };
-        match published {
-            Ok(()) => {
-                Stats::inc(&self.stats.published);
-                Ok(())
-            }
-            Err(e) => {
-                let cancelled = e.is_none();
-                let error = match e {
-                    Some(e) => DeliveryError::Backend(e.to_string()),
-                    None => DeliveryError::Shutdown { last: None },
+        let error = match outlet {
+            Outlet::Engine(dispatcher) => {
+                // The reservation first: it is usually free at once, and
+                // the token, never polled then, costs no lock.
+                let fan_out = tokio::select! {
+                    biased;
+                    fan_out = dispatcher.reserve() => fan_out,
+                    () = cancel.cancelled() => None,
                 };
-                tracing::error!(event_id = %event_id, error = %error, "could not publish event");
-                self.fail(DeliveryFailure::of_event(Arc::new(event), error));
-                if cancelled { Err(()) } else { Ok(()) }
+                match fan_out {
+                    Some(fan_out) => {
+                        Stats::inc(&self.stats.published);
+                        fan_out.start(Arc::new(event), Acker::none());
+                        return Ok(());
+                    }
+                    None => None,
+                }
             }
-        }
+            Outlet::Queue(backend) => {
+                let published = tokio::select! {
+                    biased;
+                    r = backend.publish(event.clone()) => r.map_err(Some),
+                    () = cancel.cancelled() => Err(None),
+                };
+                match published {
+                    Ok(()) => {
+                        Stats::inc(&self.stats.published);
+                        return Ok(());
+                    }
+                    Err(e) => e.map(|e| DeliveryError::Backend(e.to_string())),
+                }
+            }
+        };
+        let cancelled = error.is_none();
+        let error = error.unwrap_or(DeliveryError::Shutdown { last: None });
+        tracing::error!(event_id = %event.id, error = %error, "could not publish event");
+        self.fail(DeliveryFailure::of_event(Arc::new(event), error));
+        if cancelled { Err(()) } else { Ok(()) }
     }
 
     /// Turns queued emissions into published events until the intake closes
@@ -385,6 +375,7 @@ impl Pipeline {
     /// nothing, and delays delivery by at most a millisecond or two.
     async fn run(
         self: Arc<Self>,
+        outlet: Outlet,
         mut rx: mpsc::Receiver<Queued>,
         intake_closed: CancellationToken,
         cancel: CancellationToken,
@@ -402,7 +393,7 @@ impl Pipeline {
                 match rx.try_recv() {
                     Ok(q) => {
                         idle_polls = 0;
-                        if self.publish(q, &cancel).await.is_err() {
+                        if self.publish(&outlet, q, &cancel).await.is_err() {
                             break 'run;
                         }
                     }
@@ -434,7 +425,7 @@ impl Pipeline {
                 q = rx.recv() => match q { Some(q) => q, None => break },
             };
             idle_polls = 0;
-            if self.publish(q, &cancel).await.is_err() {
+            if self.publish(&outlet, q, &cancel).await.is_err() {
                 break;
             }
         }
@@ -443,7 +434,9 @@ impl Pipeline {
         while let Ok(q) = rx.try_recv() {
             self.reject(q, DeliveryError::Shutdown { last: None });
         }
-        if let Err(e) = self.backend.close().await {
+        if let Outlet::Queue(backend) = outlet
+            && let Err(e) = backend.close().await
+        {
             tracing::warn!(error = %e, "backend close failed");
         }
     }
@@ -454,7 +447,7 @@ impl fmt::Debug for Fastapihooks {
         f.debug_struct("Fastapihooks")
             .field("capacity", &self.inner.capacity)
             .field("default_owner", &self.inner.pipeline.default_owner)
-            .field("in_process", &self.inner.pipeline.in_process)
+            .field("in_process", &matches!(self.inner.delivery, Delivery::InProcess(_)))
             .finish_non_exhaustive()
     }
 }
@@ -504,11 +497,13 @@ impl Fastapihooks {
     /// one. Cheap and without I/O: `#[hook]` asks it first and skips all its
     /// work for events nobody can receive.
     pub fn is_subscribed(&self, event_name: &str) -> bool {
-        let p = &self.inner.pipeline;
-        if !p.in_process || p.subscribers.contains_key(event_name) {
-            return true;
+        match &self.inner.pipeline.audience {
+            Audience::Queue { .. } => true,
+            Audience::Local { statics, store } => {
+                statics.contains(event_name)
+                    || store.as_ref().is_some_and(|s| s.has_subscriptions_hint(event_name) != Some(false))
+            }
         }
-        p.store.as_ref().is_some_and(|s| s.has_subscriptions_hint(event_name) != Some(false))
     }
 
     fn queue(&self, queued: Queued) -> Result<(), EmitError> {
@@ -620,17 +615,16 @@ impl Fastapihooks {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(RedeliverError::ShutDown);
         }
-        let dispatcher = self.inner.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some(dispatcher) = dispatcher {
-            return dispatcher.redeliver(failure).await;
-        }
+        let backend = match &self.inner.delivery {
+            Delivery::InProcess(engine) => return engine.redeliver(failure).await,
+            Delivery::Queue(backend, _) => backend,
+        };
         // A queue backend: this app publishes, a worker delivers.
         if failure.subscription.is_some() {
             return Err(RedeliverError::NotDeliveredHere);
         }
         failure.check_redeliverable()?;
-        let pipeline = &self.inner.pipeline;
-        pipeline.backend.publish((*failure.event).clone()).await.map_err(|e| RedeliverError::Backend(e.to_string()))?;
+        backend.publish((*failure.event).clone()).await.map_err(|e| RedeliverError::Backend(e.to_string()))?;
         Stats::inc(&self.inner.stats.redelivered);
         Stats::inc(&self.inner.stats.published);
         Ok(())
@@ -644,34 +638,30 @@ impl Fastapihooks {
     /// After shutdown `emit` refuses new events (reporting them). A second
     /// call waits for the first to finish and returns the same report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let inner = &self.inner;
-        let mut done = inner.shutdown.lock().await;
-        if let Some(report) = *done {
-            return report;
+        let stop_at = tokio::time::Instant::now() + deadline;
+        match &self.inner.delivery {
+            Delivery::InProcess(engine) => engine.shutdown(stop_at, self.stop_intake(stop_at)).await,
+            Delivery::Queue(_, report) => {
+                *report.get_or_init(|| async { ShutdownReport { drained: self.stop_intake(stop_at).await } }).await
+            }
         }
+    }
+
+    /// Closes intake and waits, until `stop_at`, for the pipeline to hand
+    /// on what is queued; past it, the rest is reported as shut down. True
+    /// when it finished in time.
+    async fn stop_intake(&self, stop_at: tokio::time::Instant) -> bool {
+        let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
         inner.intake_closed.cancel();
-        let stop_at = tokio::time::Instant::now() + deadline;
         let task = inner.pipeline_task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let mut drained = true;
-        if let Some(mut task) = task
-            && tokio::time::timeout_at(stop_at, &mut task).await.is_err()
-        {
-            drained = false;
-            inner.cancel.cancel();
-            let _ = task.await;
+        let Some(mut task) = task else { return true };
+        if tokio::time::timeout_at(stop_at, &mut task).await.is_ok() {
+            return true;
         }
-        let dispatcher = inner.dispatcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(dispatcher) = dispatcher {
-            drained &= dispatcher.drain(stop_at).await;
-            // Every task is done: this drops the last reference to the HTTP
-            // client, which closes its pooled connections.
-            drop(dispatcher);
-        }
-        drop(inner.delivery_runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        let report = ShutdownReport { drained };
-        *done = Some(report);
-        report
+        inner.cancel.cancel();
+        let _ = task.await;
+        false
     }
 }
 
@@ -706,14 +696,17 @@ impl fmt::Debug for FastapihooksBuilder {
 }
 
 impl FastapihooksBuilder {
-    /// The backend (default: [`BackgroundTaskBackend`], in-process).
+    /// A queue backend to publish to, such as `backend::RedisStreamsBackend`
+    /// (feature `redis`): the app then delivers nothing itself, sidecar
+    /// [`Worker`](crate::worker::Worker)s consume the backend and deliver.
+    /// Default: none, delivery in this process.
     #[must_use]
     pub fn backend(mut self, backend: impl Backend) -> Self {
         self.backend = Some(Arc::new(backend));
         self
     }
 
-    /// The backend, already shared.
+    /// A queue backend, already shared (see [`FastapihooksBuilder::backend`]).
     #[must_use]
     pub fn backend_arc(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
@@ -734,7 +727,7 @@ impl FastapihooksBuilder {
         self
     }
 
-    crate::dispatch::engine_setters!();
+    crate::engine::engine_setters!();
 
     /// Capacity of the intake queue (default 16,384). When it is full,
     /// `emit` hands the event to `on_failure` and returns at once.
@@ -753,37 +746,34 @@ impl FastapihooksBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime);
         }
-        let subscribers = self.engine.check()?;
+        let statics = self.engine.check()?;
         let stats = Arc::new(Stats::default());
         let failures = self.engine.failures();
-        let backend = self.backend.unwrap_or_else(|| Arc::new(BackgroundTaskBackend::new()));
-        let store_hint = self.engine.store.clone();
         // With a queue backend the app only publishes: a worker delivers.
-        let (dispatcher, delivery_runtime) = if backend.delivers_in_process() {
-            let (d, rt) = self.engine.start(&subscribers, failures.clone(), stats.clone())?;
-            d.spawn_consumer(backend.clone(), rt.as_ref().and_then(OwnedRuntime::handle));
-            (Some(d), rt)
-        } else {
-            (None, None)
+        let (audience, delivery, outlet) = match self.backend {
+            None => {
+                let store = self.engine.store.clone();
+                let (engine, dispatcher) = Engine::start(self.engine, &statics, failures.clone(), stats.clone())?;
+                let statics = statics.into_keys().collect();
+                (Audience::Local { statics, store }, Delivery::InProcess(engine), Outlet::Engine(dispatcher))
+            }
+            Some(backend) => {
+                let statics = statics.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+                let delivery = Delivery::Queue(backend.clone(), tokio::sync::OnceCell::new());
+                (Audience::Queue { statics }, delivery, Outlet::Queue(backend))
+            }
         };
-        let pipeline = Arc::new(Pipeline {
-            in_process: dispatcher.is_some(),
-            store: store_hint,
-            backend,
-            default_owner: self.default_owner,
-            subscribers: subscribers.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
-            failures,
-            stats: stats.clone(),
-        });
+        let pipeline =
+            Arc::new(Pipeline { audience, default_owner: self.default_owner, failures, stats: stats.clone() });
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let intake_closed = CancellationToken::new();
         let cancel = CancellationToken::new();
-        // With a dedicated delivery runtime the pipeline runs there too: the
-        // transform, and waking the consumer, stay off the app's threads.
-        let run = pipeline.clone().run(rx, intake_closed.clone(), cancel.clone());
-        let task = match delivery_runtime.as_ref().and_then(OwnedRuntime::handle) {
-            Some(handle) => handle.spawn(run),
-            None => tokio::spawn(run),
+        // In-process, the pipeline runs where deliveries do: the transform,
+        // and the fan-out it starts, stay off the app's threads.
+        let run = pipeline.clone().run(outlet, rx, intake_closed.clone(), cancel.clone());
+        let task = match &delivery {
+            Delivery::InProcess(engine) => engine.spawn(run),
+            Delivery::Queue(..) => tokio::spawn(run),
         };
         Ok(Fastapihooks {
             inner: Arc::new(Inner {
@@ -795,9 +785,7 @@ impl FastapihooksBuilder {
                 closed: AtomicBool::new(false),
                 cancel,
                 pipeline_task: Mutex::new(Some(task)),
-                dispatcher: Mutex::new(dispatcher),
-                shutdown: tokio::sync::Mutex::new(None),
-                delivery_runtime: Mutex::new(delivery_runtime),
+                delivery,
             }),
         })
     }

@@ -1,11 +1,28 @@
 //! Acknowledging: an event done is acked and deleted (`XACK` + `XDEL`), so acked entries do not stay in the stream.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
 use super::Inner;
 use super::reply::is_nogroup;
-use crate::backend::BackendError;
+use crate::backend::{Acknowledge, BackendError};
+
+/// The ack a consumed entry carries: its stream entry id.
+pub(super) struct EntryAck {
+    pub(super) inner: Arc<Inner>,
+    pub(super) id: String,
+}
+
+#[async_trait]
+impl Acknowledge for EntryAck {
+    async fn ack(self: Box<Self>) -> Result<(), BackendError> {
+        self.inner.ack(&self.id).await
+    }
+}
 
 impl Inner {
-    pub(super) async fn ack(&self, id: &str) -> Result<(), BackendError> {
+    async fn ack(&self, id: &str) -> Result<(), BackendError> {
         self.in_flight.untrack(id);
         let config = &self.config;
         let result = self

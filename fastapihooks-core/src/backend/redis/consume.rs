@@ -12,10 +12,11 @@ use redis::{RedisError, Value};
 use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
+use super::ack::EntryAck;
 use super::claim::Claims;
 use super::reply::{Entry, is_connection_error, is_nogroup, read_reply_entries};
 use super::{Inner, dead_letter, heartbeat};
-use crate::backend::{BackendError, Receipt, Received};
+use crate::backend::{Acker, BackendError, Received};
 use crate::retry::Backoff;
 
 impl Inner {
@@ -194,7 +195,8 @@ impl Consumer {
                 }
                 Ok(event) => {
                     self.inner.in_flight.track(entry.id());
-                    self.ready.push_back(Ok(Received::new(event, Receipt::new(entry.into_id()))));
+                    let ack = EntryAck { inner: self.inner.clone(), id: entry.into_id() };
+                    self.ready.push_back(Ok(Received::new(event, Acker::new(ack))));
                 }
                 Err(why) => {
                     let reported = dead_letter::malformed(conn, config, &entry, &why, deliveries).await?;

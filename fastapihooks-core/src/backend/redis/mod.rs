@@ -5,7 +5,7 @@
 //! app:    publish ─ XADD {stream} * event <json>
 //! worker: consume ─ XREADGROUP GROUP {group} {consumer} BLOCK .. STREAMS {stream} >   (dedicated connection)
 //!                 └ every claim interval: XAUTOCLAIM entries idle > min-idle (a dead worker's)
-//!         ack ───── XACK + XDEL in one round trip (acked entries do not stay in the stream)
+//!         ack ───── each received event's own: XACK + XDEL in one round trip (acked entries do not stay in the stream)
 //! ```
 //!
 //! An entry that cannot be decoded, or that was handed out more than
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::connection::Connections;
 use self::heartbeat::InFlight;
-use super::{Backend, BackendError, Receipt, Received};
+use super::{Backend, BackendError, Received};
 use crate::event::Event;
 use crate::secret::Secret;
 
@@ -463,17 +463,9 @@ impl Backend for RedisStreamsBackend {
         self.inner.consume()
     }
 
-    async fn ack(&self, receipt: &Receipt) -> Result<(), BackendError> {
-        self.inner.ack(receipt.as_str()).await
-    }
-
     async fn close(&self) -> Result<(), BackendError> {
         self.inner.closed.cancel();
         Ok(())
-    }
-
-    fn delivers_in_process(&self) -> bool {
-        false
     }
 }
 

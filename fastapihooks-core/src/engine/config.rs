@@ -1,20 +1,18 @@
-//! [`EngineConfig`]: what the delivery engine is made of. Both the app's
-//! in-process delivery ([`FastapihooksBuilder`](crate::FastapihooksBuilder))
-//! and the sidecar [`Worker`](crate::worker::Worker) build their
-//! [`Dispatcher`] from it.
+//! [`EngineConfig`]: what the delivery engine is made of, and the builder
+//! setters that fill it in. Both the app's in-process delivery
+//! ([`FastapihooksBuilder`](crate::FastapihooksBuilder)) and the sidecar
+//! [`Worker`](crate::worker::Worker) start their [`Engine`](super::Engine)
+//! from it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use super::{DeliveryRuntime, Dispatcher, Limits, OwnedRuntime, Shard, Shared};
+use super::BuildError;
+use super::runtime::{DeliveryRuntime, OwnedRuntime};
 use crate::dead_letter::{FailureHandler, LogFailures};
-use crate::emit::BuildError;
+use crate::dispatch::{Dispatcher, Limits, Parts};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::send::guard::NetworkPolicy;
@@ -258,29 +256,18 @@ impl EngineConfig {
         };
         let sender = Sender::new(config, signer).map_err(BuildError::Http)?;
         let runtime = self.runtime.start().map_err(BuildError::Runtime)?;
-        let cancel = CancellationToken::new();
-        let dispatcher = Dispatcher::new(Shared {
+        let dispatcher = Dispatcher::new(Parts {
             sender,
             store: self.store,
             retry: self.retry,
             failures,
             stats,
-            global: Arc::new(Semaphore::new(self.limits.max_concurrency)),
-            pending: Arc::new(Semaphore::new(self.limits.max_pending_deliveries)),
             limits: self.limits,
-            endpoints: Default::default(),
-            urls: Default::default(),
             statics: statics
                 .iter()
                 .map(|(event, subs)| (event.clone(), subs.iter().cloned().map(Arc::new).collect()))
                 .collect(),
-            tasks: TaskTracker::new(),
-            cancel: cancel.clone(),
-            shards: runtime.as_ref().map_or_else(Vec::new, |rt| {
-                let shard =
-                    |handle: &tokio::runtime::Handle| Shard { handle: handle.clone(), cancel: cancel.child_token() };
-                rt.shards().iter().map(shard).collect()
-            }),
+            shards: runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
         });
         Ok((dispatcher, runtime))
     }
