@@ -12,6 +12,7 @@ pub(crate) struct Stats {
     pub(crate) published: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) retried: AtomicU64,
+    pub(crate) deferred: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) redelivered: AtomicU64,
 }
@@ -31,6 +32,7 @@ impl Stats {
             published: get(&self.published),
             delivered: get(&self.delivered),
             retried: get(&self.retried),
+            deferred: get(&self.deferred),
             failed: get(&self.failed),
             redelivered: get(&self.redelivered),
         }
@@ -56,6 +58,10 @@ pub struct StatsSnapshot {
     pub delivered: u64,
     /// Retries scheduled.
     pub retried: u64,
+    /// Deliveries set aside in a backend's durable retry schedule (a retry
+    /// due later, or an endpoint's backlog full): they wait there, not in
+    /// memory, and come back to whichever worker is alive.
+    pub deferred: u64,
     /// Final failures handed to `on_failure` (events and deliveries).
     pub failed: u64,
     /// Failures queued again by `redeliver` (each one counted once).

@@ -171,7 +171,7 @@ impl WorkerBuilder {
         let statics = self.engine.check()?;
         let stats = Arc::new(Stats::default());
         let failures = self.engine.failures();
-        let (engine, _) = Engine::start(self.engine, &statics, failures, stats.clone())?;
+        let (engine, _) = Engine::start(self.engine, &statics, failures, stats.clone(), backend.retry_schedule())?;
         engine.consume(backend.consume());
         Ok(Worker { backend, stats, engine })
     }

@@ -17,6 +17,8 @@ mod redeliver;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(feature = "redis")]
+mod redis_durable;
+#[cfg(feature = "redis")]
 mod redis_util;
 #[cfg(feature = "redis")]
 mod redis_worker;

@@ -21,6 +21,8 @@ pub struct Hit {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The status the receiver answered.
+    pub status: u16,
 }
 
 impl Hit {
@@ -135,7 +137,7 @@ async fn record(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, b
             _ => Reply::status(200),
         }
     };
-    inner.hits.lock().unwrap().push(Hit { path, headers, body, at: Instant::now() });
+    inner.hits.lock().unwrap().push(Hit { path, headers, body, at: Instant::now(), status: reply.status });
     inner.notify.notify_waiters();
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

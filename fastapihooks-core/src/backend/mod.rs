@@ -15,9 +15,12 @@ mod background;
 pub mod redis;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
 
 pub use background::BackgroundTaskBackend;
 #[cfg(feature = "redis")]
@@ -112,22 +115,37 @@ impl fmt::Debug for Acker {
     }
 }
 
-/// An event read from a backend, with its ack.
+/// An event read from a backend, with its ack: a new event, to fan out to
+/// its subscriptions, or one delivery of it that was set aside for later
+/// ([`RetrySchedule`]) and is now due.
 #[derive(Debug)]
 pub struct Received {
     event: Event,
     ack: Acker,
+    delivery: Option<Scheduled>,
 }
 
 impl Received {
-    /// An event and the way to acknowledge it.
+    /// A new event and the way to acknowledge it.
     pub fn new(event: Event, ack: Acker) -> Self {
-        Self { event, ack }
+        Self { event, ack, delivery: None }
+    }
+
+    /// A due delivery of `event` and the way to acknowledge it (which also
+    /// releases the backend's copy of the event, once its last delivery is
+    /// done).
+    pub fn due(event: Event, delivery: Scheduled, ack: Acker) -> Self {
+        Self { event, ack, delivery: Some(delivery) }
     }
 
     /// The event.
     pub fn event(&self) -> &Event {
         &self.event
+    }
+
+    /// For a due delivery: whom it goes to and the attempts made so far.
+    pub fn delivery(&self) -> Option<&Scheduled> {
+        self.delivery.as_ref()
     }
 
     /// Acknowledges the event (see [`Acknowledge::ack`]).
@@ -138,11 +156,78 @@ impl Received {
         self.ack.ack().await
     }
 
-    /// The event and its ack, apart: the consumer delivers the event and
-    /// acks once its deliveries are done.
-    pub fn into_parts(self) -> (Event, Acker) {
-        (self.event, self.ack)
+    /// The event, the due delivery (if it is one) and the ack, apart: the
+    /// consumer delivers and acks once the deliveries are done.
+    pub fn into_parts(self) -> (Event, Option<Scheduled>, Acker) {
+        (self.event, self.delivery, self.ack)
     }
+}
+
+/// Whom a delivery set aside for later goes to, as a backend keeps it: a
+/// reference, so that no subscription secret is written with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TargetRef {
+    /// A subscription of the store, by id: looked up again when due (a
+    /// subscription removed meanwhile is not retried; rotated secrets sign).
+    #[serde(rename = "stored")]
+    Stored(String),
+    /// The static subscriber at this index of the event's own
+    /// [`subscribers`](Event::subscribers) (the app's, carried by the event).
+    #[serde(rename = "carried")]
+    Carried(usize),
+    /// The consuming engine's static subscriber of the event's name at this
+    /// index, with its URL, checked when due (a worker restarted with other
+    /// subscribers does not send it elsewhere).
+    #[serde(rename = "static")]
+    Static {
+        /// Its index among the static subscribers of the event's name.
+        index: usize,
+        /// Its target URL.
+        url: String,
+    },
+}
+
+/// One delivery's place in the durable retry schedule: whom it goes to and
+/// how many attempts were made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Scheduled {
+    /// Whom it goes to.
+    pub target: TargetRef,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+impl Scheduled {
+    /// A delivery to `target` after `attempts` attempts.
+    pub fn new(target: TargetRef, attempts: u32) -> Self {
+        Self { target, attempts }
+    }
+}
+
+/// A delivery to set aside until `due`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Deferral {
+    /// The event (a backend keeps one copy per event, however many of its
+    /// deliveries wait).
+    pub event: Arc<Event>,
+    /// Whom, and after how many attempts.
+    pub delivery: Scheduled,
+    /// When the next attempt is due.
+    pub due: SystemTime,
+}
+
+/// A backend's durable retry schedule: deliveries whose next attempt is due
+/// later wait there, not in a worker's memory, and come back through
+/// [`Backend::consume`] as [`Received::due`] items once due, to whichever
+/// worker is alive.
+#[async_trait]
+pub trait RetrySchedule: Send + Sync + 'static {
+    /// Writes `deferral` to the schedule. Once this returns `Ok`, the
+    /// delivery is the schedule's: the item it came from may be acked.
+    async fn defer(&self, deferral: Deferral) -> Result<(), BackendError>;
 }
 
 /// A transport for events. Dyn-compatible: the runtime holds an
@@ -157,6 +242,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The events to deliver, each with its ack, for the consumer (a
     /// [`Worker`](crate::worker::Worker)). Called once.
     fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>>;
+
+    /// The backend's durable retry schedule, if it has one (default: none,
+    /// and retries wait in the consumer's memory).
+    fn retry_schedule(&self) -> Option<Arc<dyn RetrySchedule>> {
+        None
+    }
 
     /// Stops accepting events; consumers see the end of the stream once what
     /// was published is drained (a durable backend: at once; what it holds

@@ -10,10 +10,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, Shared};
+use crate::backend::{Deferral, RetrySchedule, Scheduled, TargetRef};
 use crate::dead_letter::DeliveryError;
 use crate::retry::Decision;
 use crate::send::{Attempt, AttemptError, Timer};
@@ -120,6 +122,14 @@ pub(super) fn enqueue(shared: &Arc<Shared>, job: Job, retry: bool) {
     if !retry && queue.len() >= shared.limits.max_endpoint_backlog {
         let pending = queue.len();
         drop(state);
+        // With a durable schedule the overflow waits there, not in memory:
+        // the endpoint's backlog is this worker's limit, not the event's.
+        if let Some(schedule) = shared.schedule.clone()
+            && let Some(target) = job.target.reference()
+        {
+            defer(shared, job, schedule, target, BACKLOG_DEFER, None);
+            return;
+        }
         job.fail(shared, DeliveryError::EndpointBacklogFull { pending });
         return;
     }
@@ -226,7 +236,10 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
                     Decision::RetryAfter(delay) => {
                         tracing::debug!(latency_ms = timer.millis(), error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
                         Stats::inc(&shared.stats.retried);
-                        schedule_retry(&shared, job, delay, error);
+                        match (shared.schedule.clone(), job.target.reference()) {
+                            (Some(schedule), Some(target)) => defer(&shared, job, schedule, target, delay, Some(error)),
+                            _ => schedule_retry(&shared, job, delay, error),
+                        }
                     }
                 }
             }
@@ -234,7 +247,54 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
     }
 }
 
-fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: std::time::Duration, error: AttemptError) {
+/// How long a delivery that found its endpoint's backlog full waits in the
+/// durable schedule before it tries to get in again.
+const BACKLOG_DEFER: Duration = Duration::from_secs(5);
+
+/// Sets a delivery aside in the durable schedule, due after `delay`; once
+/// written, the job is done here (its event may be acked: the schedule has
+/// it). When the schedule cannot take it, it waits in memory instead.
+fn defer(
+    shared: &Arc<Shared>,
+    job: Job,
+    schedule: Arc<dyn RetrySchedule>,
+    target: TargetRef,
+    delay: Duration,
+    error: Option<AttemptError>,
+) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let deferral = Deferral {
+            event: job.event.clone(),
+            delivery: Scheduled::new(target, job.attempts),
+            due: SystemTime::now() + delay,
+        };
+        let written = tokio::select! {
+            biased;
+            () = shared2.cancel.cancelled() => None,
+            written = schedule.defer(deferral) => Some(written),
+        };
+        match written {
+            Some(Ok(())) => {
+                Stats::inc(&shared2.stats.deferred);
+                job.done.clone().finish(&shared2, true);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(event_id = %job.event.id, error = %e, "could not write a retry to the durable schedule; it waits in memory");
+                match error {
+                    Some(error) => schedule_retry(&shared2, job, delay, error),
+                    None => enqueue(&shared2, job, true),
+                }
+            }
+            None => {
+                let last = error.map(|e| e.to_string());
+                job.fail(&shared2, DeliveryError::Shutdown { last });
+            }
+        }
+    });
+}
+
+fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: Duration, error: AttemptError) {
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         tokio::select! {

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Acker, BackendError, Received};
+use crate::backend::{Acker, BackendError, Received, RetrySchedule, Scheduled, TargetRef};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
@@ -82,6 +82,9 @@ pub(crate) struct Parts {
     /// The dedicated delivery threads (none: the tasks run where they are
     /// spawned from, on the app's runtime).
     pub(crate) shards: Vec<tokio::runtime::Handle>,
+    /// Where retries wait when the events come from a backend that keeps a
+    /// durable schedule (none: they wait in memory).
+    pub(crate) schedule: Option<Arc<dyn RetrySchedule>>,
 }
 
 /// What the dispatcher shares with its tasks.
@@ -106,6 +109,7 @@ struct Shared {
     /// The dedicated runtime's shards (none: the tasks run where they are
     /// spawned from, on the app's runtime).
     shards: Vec<Shard>,
+    schedule: Option<Arc<dyn RetrySchedule>>,
 }
 
 /// One delivery thread, as its endpoint workers see it.
@@ -183,6 +187,20 @@ impl FanOut<'_> {
     }
 }
 
+impl FanOut<'_> {
+    /// Queues one due delivery of `event` (from the durable schedule): to
+    /// its target, looked up again, with the attempts it had. `ack` is
+    /// called once it is delivered, given up, or set aside again.
+    pub(crate) fn start_due(self, event: Arc<Event>, delivery: Scheduled, ack: Acker) {
+        let FanOut { dispatcher: this, slot } = self;
+        let dispatcher = this.clone();
+        this.shared.tasks.spawn(async move {
+            dispatcher.deliver_due(event, delivery, ack).await;
+            drop(slot);
+        });
+    }
+}
+
 /// Tracks one event's deliveries; the last to finish acks the event.
 struct EventDone {
     remaining: AtomicUsize,
@@ -228,8 +246,11 @@ impl EventDone {
 
 /// Whom a delivery goes to.
 enum Target {
-    /// A static subscriber of the hooks object (it has no id).
-    Static(Arc<WebhookSubscription>),
+    /// A static subscriber of this engine (it has no id): the `index`th of
+    /// its event name's.
+    Static { sub: Arc<WebhookSubscription>, index: usize },
+    /// The `index`th static subscriber the event carries (the app's).
+    Carried { sub: Arc<WebhookSubscription>, index: usize },
     /// A subscription from the store.
     Stored(Arc<StoredWebhookSubscription>),
     /// The subscription of a failure sent again, with its store id if any.
@@ -239,7 +260,7 @@ enum Target {
 impl Target {
     fn subscription(&self) -> &WebhookSubscription {
         match self {
-            Self::Static(sub) | Self::Redelivery { subscription: sub, .. } => sub,
+            Self::Static { sub, .. } | Self::Carried { sub, .. } | Self::Redelivery { subscription: sub, .. } => sub,
             Self::Stored(stored) => &stored.subscription,
         }
     }
@@ -247,16 +268,27 @@ impl Target {
     /// The store's id, if it came from the store.
     fn id(&self) -> Option<&str> {
         match self {
-            Self::Static(_) => None,
+            Self::Static { .. } | Self::Carried { .. } => None,
             Self::Stored(stored) => Some(&stored.id),
             Self::Redelivery { id, .. } => id.as_deref(),
+        }
+    }
+
+    /// How a durable schedule refers to it; `None` for a redelivery of a
+    /// subscription that is not in the store (its retries wait in memory).
+    fn reference(&self) -> Option<TargetRef> {
+        match self {
+            Self::Static { sub, index } => Some(TargetRef::Static { index: *index, url: sub.target_url.clone() }),
+            Self::Carried { index, .. } => Some(TargetRef::Carried(*index)),
+            Self::Stored(stored) => Some(TargetRef::Stored(stored.id.clone())),
+            Self::Redelivery { id, .. } => id.clone().map(TargetRef::Stored),
         }
     }
 
     /// A failure report about this target.
     fn failure(self, event: Arc<Event>, error: DeliveryError, attempts: u32) -> DeliveryFailure {
         let (subscription, subscription_id) = match self {
-            Self::Static(sub) => (sub, None),
+            Self::Static { sub, .. } | Self::Carried { sub, .. } => (sub, None),
             Self::Stored(stored) => (stored.subscription.clone(), Some(stored.id.clone())),
             Self::Redelivery { subscription, id } => (subscription, id),
         };
@@ -287,7 +319,7 @@ impl Job {
 
 impl Dispatcher {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { sender, store, retry, failures, stats, limits, statics, shards } = parts;
+        let Parts { sender, store, retry, failures, stats, limits, statics, shards, schedule } = parts;
         let cancel = CancellationToken::new();
         let shards = shards.into_iter().map(|handle| Shard { handle, cancel: cancel.child_token() }).collect();
         Self {
@@ -307,6 +339,7 @@ impl Dispatcher {
                 tasks: TaskTracker::new(),
                 cancel,
                 shards,
+                schedule,
             }),
         }
     }
@@ -396,9 +429,12 @@ impl Dispatcher {
                 }
             };
             backoff.reset();
-            let (event, ack) = received.into_parts();
+            let (event, delivery, ack) = received.into_parts();
             match self.reserve().await {
-                Some(fan_out) => fan_out.start(Arc::new(event), ack),
+                Some(fan_out) => match delivery {
+                    None => fan_out.start(Arc::new(event), ack),
+                    Some(delivery) => fan_out.start_due(Arc::new(event), delivery, ack),
+                },
                 None => {
                     self.abandon(event);
                     break;
@@ -425,16 +461,17 @@ impl Dispatcher {
         let statics = shared.statics.get(&event.name).map_or(&[][..], |s| &s[..]);
         let mut targets: Vec<Target> = statics
             .iter()
-            .filter(|s| s.accepts_owner(owner))
-            .cloned()
-            .map(Target::Static)
+            .enumerate()
+            .filter(|(_, s)| s.accepts_owner(owner))
+            .map(|(index, sub)| Target::Static { sub: sub.clone(), index })
             // Events read from a queue carry their static subscribers.
             .chain(
                 event
                     .subscribers
                     .iter()
-                    .filter(|s| s.accepts_owner(owner))
-                    .map(|s| Target::Static(Arc::new(s.clone()))),
+                    .enumerate()
+                    .filter(|(_, s)| s.accepts_owner(owner))
+                    .map(|(index, s)| Target::Carried { sub: Arc::new(s.clone()), index }),
             )
             .collect();
         let mut complete = true;
@@ -474,6 +511,64 @@ impl Dispatcher {
             endpoint::enqueue(&self.shared, job, false);
         }
         done.finish(shared, true);
+    }
+
+    /// A due delivery from the durable schedule: its target found again,
+    /// then queued as a retry. A target that is gone (removed from the
+    /// store, or a static subscriber this engine no longer has) ends it:
+    /// logged and acked.
+    async fn deliver_due(&self, event: Arc<Event>, delivery: Scheduled, ack: Acker) {
+        let shared = &self.shared;
+        let Scheduled { target, attempts } = delivery;
+        let found = match &target {
+            TargetRef::Stored(id) => match &shared.store {
+                None => Ok(None),
+                Some(store) => match store.get(id).await {
+                    Ok(sub) => Ok(sub.map(|s| Target::Stored(Arc::new(s)))),
+                    Err(e) => Err(e),
+                },
+            },
+            TargetRef::Carried(index) => {
+                Ok(event.subscribers.get(*index).map(|s| Target::Carried { sub: Arc::new(s.clone()), index: *index }))
+            }
+            TargetRef::Static { index, url } => Ok(shared
+                .statics
+                .get(&event.name)
+                .and_then(|subs| subs.get(*index))
+                .filter(|s| s.target_url == *url)
+                .map(|s| Target::Static { sub: s.clone(), index: *index })),
+        };
+        let target = match found {
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                tracing::warn!(event_id = %event.id, event = %event.name, "the subscription of a due retry is gone; it is dropped");
+                let done = EventDone::new(1, false, ack);
+                done.finish(shared, true);
+                return;
+            }
+            Err(e) => {
+                // Not acked: the backend hands it out again (after its claim
+                // min-idle).
+                tracing::warn!(event_id = %event.id, error = %e, "store lookup failed for a due retry; it stays in the backend");
+                return;
+            }
+        };
+        let url = match shared.urls.parse(&target.subscription().target_url) {
+            Ok(url) => url,
+            Err(e) => {
+                let done = EventDone::new(1, false, ack);
+                shared.fail(target.failure(event, DeliveryError::InvalidTarget(e), attempts));
+                done.finish(shared, true);
+                return;
+            }
+        };
+        let slot = tokio::select! {
+            biased;
+            slot = shared.pending.clone().acquire_owned() => slot.expect("never closed"),
+            () = shared.cancel.cancelled() => return,
+        };
+        let done = EventDone::new(1, false, ack);
+        endpoint::enqueue(shared, Job { event, target, url, attempts, done, _slot: slot }, true);
     }
 
     /// Sends a reported failure again, with a fresh round of attempts and

@@ -753,7 +753,7 @@ impl FastapihooksBuilder {
         let (audience, delivery, outlet) = match self.backend {
             None => {
                 let store = self.engine.store.clone();
-                let (engine, dispatcher) = Engine::start(self.engine, &statics, failures.clone(), stats.clone())?;
+                let (engine, dispatcher) = Engine::start(self.engine, &statics, failures.clone(), stats.clone(), None)?;
                 let statics = statics.into_keys().collect();
                 (Audience::Local { statics, store }, Delivery::InProcess(engine), Outlet::Engine(dispatcher))
             }

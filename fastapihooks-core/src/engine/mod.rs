@@ -24,7 +24,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::backend::{BackendError, Received};
+use crate::backend::{BackendError, Received, RetrySchedule};
 use crate::dead_letter::{DeliveryFailure, FailureHandler, RedeliverError};
 use crate::dispatch::Dispatcher;
 use crate::secret::SecretFormatError;
@@ -85,15 +85,17 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Starts the engine from `config`: the HTTP client, the signer and the
-    /// delivery threads. Call inside a Tokio runtime. Also returns its
-    /// dispatcher, for what feeds it.
+    /// delivery threads. Call inside a Tokio runtime. Retries wait in
+    /// `schedule` when given (a queue backend's durable one), else in
+    /// memory. Also returns its dispatcher, for what feeds it.
     pub(crate) fn start(
         config: EngineConfig,
         statics: &Statics,
         failures: Arc<dyn FailureHandler>,
         stats: Arc<Stats>,
+        schedule: Option<Arc<dyn RetrySchedule>>,
     ) -> Result<(Self, Dispatcher), BuildError> {
-        let (dispatcher, runtime) = config.start(statics, failures, stats)?;
+        let (dispatcher, runtime) = config.start(statics, failures, stats, schedule)?;
         let engine = Self {
             dispatcher: Mutex::new(Some(dispatcher.clone())),
             runtime: Mutex::new(runtime),

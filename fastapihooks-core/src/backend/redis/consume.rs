@@ -15,7 +15,7 @@ use tokio_util::sync::DropGuard;
 use super::ack::EntryAck;
 use super::claim::Claims;
 use super::reply::{Entry, is_connection_error, is_nogroup, read_reply_entries};
-use super::{Inner, dead_letter, heartbeat};
+use super::{Inner, dead_letter, heartbeat, schedule};
 use crate::backend::{Acker, BackendError, Received};
 use crate::retry::Backoff;
 
@@ -33,6 +33,7 @@ impl Inner {
             wait: None,
             claims: Claims::new(),
             heartbeat: None,
+            mover: None,
         };
         stream::unfold(state, |mut state| async move {
             let item = state.next_item().await?;
@@ -56,6 +57,8 @@ struct Consumer {
     claims: Claims,
     /// Stops the heartbeat task when the stream is dropped.
     heartbeat: Option<DropGuard>,
+    /// Stops the retry schedule's mover when the stream is dropped.
+    mover: Option<DropGuard>,
 }
 
 impl Consumer {
@@ -138,6 +141,9 @@ impl Consumer {
         if self.heartbeat.is_none() {
             self.heartbeat = Some(heartbeat::start(inner.clone()));
         }
+        if self.mover.is_none() {
+            self.mover = Some(schedule::start_mover(inner.clone()));
+        }
         let now = Instant::now();
         if self.claims.is_due(now) {
             let (entries, counts) = self.claims.next_page(&inner, &mut conn).await?;
@@ -188,15 +194,24 @@ impl Consumer {
         let max = config.max_deliveries;
         for entry in entries {
             let deliveries = counts.and_then(|c| c.get(entry.id()).copied()).unwrap_or(1);
-            match entry.decode() {
-                Ok(event) if deliveries > max => {
+            let decoded = match entry.field(schedule::DELIVERY_FIELD) {
+                Some(record) => schedule::decode_due(conn, config, &entry, record).await?.map(|(e, d)| (e, Some(d))),
+                None => entry.decode().map(|e| (e, None)),
+            };
+            match decoded {
+                Ok((event, _)) if deliveries > max => {
                     let reported = dead_letter::poison(conn, config, &entry, event, deliveries).await?;
                     self.ready.push_back(Err(reported));
                 }
-                Ok(event) => {
+                Ok((event, due)) => {
                     self.inner.in_flight.track(entry.id());
-                    let ack = EntryAck { inner: self.inner.clone(), id: entry.into_id() };
-                    self.ready.push_back(Ok(Received::new(event, Acker::new(ack))));
+                    let release = due.as_ref().map(|_| format!("{}{}", config.payload_prefix, event.id.as_str()));
+                    let ack = Acker::new(EntryAck { inner: self.inner.clone(), id: entry.into_id(), release });
+                    let item = match due {
+                        Some(delivery) => Received::due(event, delivery, ack),
+                        None => Received::new(event, ack),
+                    };
+                    self.ready.push_back(Ok(item));
                 }
                 Err(why) => {
                     let reported = dead_letter::malformed(conn, config, &entry, &why, deliveries).await?;

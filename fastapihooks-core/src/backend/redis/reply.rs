@@ -22,6 +22,11 @@ impl Entry {
         self.id
     }
 
+    /// The value of `name`, if the entry has that field.
+    pub(super) fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields.iter().find(|(f, _)| f == name.as_bytes()).map(|(_, v)| v.as_slice())
+    }
+
     /// The field/value pairs, in stream order.
     pub(super) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))

@@ -1,0 +1,175 @@
+//! The durable retry schedule on Redis: a delivery due later waits in
+//! Redis, not in a worker's memory, so a receiver that is down for a while
+//! loses nothing, a worker restart keeps the schedule, and a worker killed
+//! with retries pending sends nothing twice to subscribers that already had
+//! the event.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fastapihooks::{Fastapihooks, NetworkPolicy, RetryPolicy, WebhookSubscription, Worker};
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+
+use super::redis_util::{backend, connect, eventually, pending, redis_or_skip, unique_key};
+use super::util::{Hit, Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+async fn zcard(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("ZCARD").arg(key).query_async(conn).await.unwrap()
+}
+
+/// Keys of the events' kept copies still in Redis.
+async fn kept_copies(conn: &mut MultiplexedConnection, stream: &str) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{stream}:payload:*")).query_async(conn).await.unwrap();
+    keys.len()
+}
+
+/// Per event id (`webhook-id`): how many requests got each status.
+fn by_event(hits: &[Hit]) -> HashMap<String, Vec<u16>> {
+    let mut by: HashMap<String, Vec<u16>> = HashMap::new();
+    for hit in hits {
+        by.entry(hit.header("webhook-id").unwrap_or_default().to_owned()).or_default().push(hit.status);
+    }
+    by
+}
+
+fn worker(url: &str, stream: &str) -> Worker {
+    Worker::builder()
+        .backend(backend(url, stream).retry_poll_interval(Duration::from_millis(50)).build().unwrap())
+        .network_policy(NetworkPolicy::default().allow_loopback())
+        .retry_policy(RetryPolicy::schedule([200, 500, 1_000, 2_000, 5_000, 10_000].map(Duration::from_millis)))
+        .signing_secret(SECRET)
+        .start()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_15_s_loses_nothing_and_a_worker_restart_keeps_the_schedule() {
+    let url = redis_or_skip!();
+    let stream = unique_key("durable-down");
+    let schedule = format!("{stream}:schedule");
+    let rx = Receiver::start().await;
+    rx.script("/down", [Reply::status(503)]);
+    let app = Fastapihooks::builder()
+        .backend(backend(&url, &stream).build().unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/down")).unwrap())
+        .build()
+        .unwrap();
+    let ids: HashSet<String> =
+        (0..20).map(|i| app.send("order.created", &json!({"n": i})).unwrap().as_str().to_owned()).collect();
+    let first = worker(&url, &stream);
+    let mut conn = connect(&url).await;
+    // Every first attempt failed and its retry went to Redis: the events
+    // themselves are acked and deleted, their deliveries wait in the schedule.
+    assert!(
+        eventually(WAIT, || {
+            let deferred = first.stats().deferred;
+            async move { deferred >= 20 }
+        })
+        .await,
+        "{:?}",
+        first.stats()
+    );
+    assert_eq!(pending(&mut conn, &stream, "fastapihooks").await, 0, "nothing waits unacked");
+    // A restart in the middle: nothing waits in the worker's memory, so its
+    // shutdown is drained at once and the next worker takes over.
+    assert!(first.shutdown(Duration::from_secs(2)).await.drained, "no retry waits in memory");
+    let second = worker(&url, &stream);
+    // Down for 15 s in all, then back.
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(first_elapsed(&rx))).await;
+    rx.script("/down", [Reply::status(200)]);
+    assert!(
+        eventually(WAIT, || {
+            let rx = rx.clone();
+            async move { by_event(&rx.hits_for("/down")).values().filter(|s| s.contains(&200)).count() >= 20 }
+        })
+        .await,
+        "every event arrives once the receiver is back"
+    );
+    // Let any duplicate show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by = by_event(&rx.hits_for("/down"));
+    assert_eq!(by.keys().cloned().collect::<HashSet<_>>(), ids, "all events, and no other");
+    for (id, statuses) in &by {
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{id} delivered once: {statuses:?}");
+        assert!(statuses.len() <= 7, "{id}: at most the policy's 7 attempts: {statuses:?}");
+    }
+    assert!(second.shutdown(Duration::from_secs(2)).await.drained);
+    assert_eq!(zcard(&mut conn, &schedule).await, 0, "the schedule is empty");
+    assert_eq!(pending(&mut conn, &stream, "fastapihooks").await, 0);
+    assert_eq!(kept_copies(&mut conn, &stream).await, 0, "each event's copy is released with its last delivery");
+    assert_eq!(second.stats().delivered, 20);
+}
+
+/// Time since the receiver's first request.
+fn first_elapsed(rx: &Receiver) -> Duration {
+    rx.hits().first().map_or(Duration::ZERO, |h| h.at.elapsed())
+}
+
+#[tokio::test]
+async fn a_worker_killed_with_retries_pending_sends_nothing_twice() {
+    let url = redis_or_skip!();
+    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
+        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+        return;
+    };
+    let stream = unique_key("durable-kill");
+    let schedule = format!("{stream}:schedule");
+    let rx = Receiver::start().await;
+    rx.script("/down", [Reply::status(503)]);
+    let app = Fastapihooks::builder()
+        .backend(backend(&url, &stream).build().unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/ok")).unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/down")).unwrap())
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        app.send("order.created", &json!({"n": i})).unwrap();
+    }
+    let start = || {
+        Command::new(bin)
+            .args(["start", "--redis-url", &url, "--stream", &stream, "--store", "memory"])
+            .args(["--allow-cidr", "127.0.0.0/8"])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let mut conn = connect(&url).await;
+    // /ok has every event; every /down delivery waits in Redis; no event is pending.
+    let settled = eventually(WAIT, || {
+        let (mut conn, rx) = (conn.clone(), rx.clone());
+        let (stream, schedule) = (stream.clone(), schedule.clone());
+        async move {
+            rx.hits_for("/ok").len() >= 10
+                && zcard(&mut conn, &schedule).await == 10
+                && pending(&mut conn, &stream, "fastapihooks").await == 0
+        }
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(settled, "ok hits {}, waiting {}", rx.hits_for("/ok").len(), zcard(&mut conn, &schedule).await);
+    rx.script("/down", [Reply::status(200)]);
+    let mut second = start();
+    let delivered = eventually(WAIT, || {
+        let rx = rx.clone();
+        async move { by_event(&rx.hits_for("/down")).values().filter(|s| s.contains(&200)).count() >= 10 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(delivered, "every delayed delivery reached /down after the restart");
+    assert_eq!(rx.hits_for("/ok").len(), 10, "subscribers that had the event did not get it again");
+    for (id, statuses) in by_event(&rx.hits_for("/down")) {
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{id}: {statuses:?}");
+    }
+    assert_eq!(zcard(&mut conn, &schedule).await, 0);
+}
