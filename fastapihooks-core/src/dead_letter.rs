@@ -1,13 +1,18 @@
 //! The end of the line: deliveries that finally failed go to a
-//! [`FailureHandler`] (`on_failure`); [`InMemoryDeadLetterQueue`] is one.
+//! [`FailureHandler`] (`on_failure`), and, where a [`FailureStore`] is
+//! there (a worker on Redis), are recorded in it before their event is
+//! acked. [`InMemoryDeadLetterQueue`] is both.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Event, TransformError};
 use crate::send::AttemptError;
-use crate::subscription::InvalidSubscription;
-use crate::subscription::WebhookSubscription;
+use crate::subscription::{InvalidSubscription, TargetRef, WebhookSubscription};
 
 /// Why an event or one of its deliveries finally failed: the last
 /// attempt's error, or what stopped the event or the delivery before or
@@ -88,12 +93,16 @@ pub struct DeliveryFailure {
     pub error: DeliveryError,
     /// HTTP attempts made (0 when none was).
     pub attempts: u32,
+    /// How a durable record refers to the subscription (see [`TargetRef`]);
+    /// none for a failure of the whole event, or a redelivery to a
+    /// subscription outside the store.
+    pub target: Option<TargetRef>,
 }
 
 impl DeliveryFailure {
     /// A failure of the whole event, before any subscription.
     pub fn of_event(event: Arc<Event>, error: DeliveryError) -> Self {
-        Self { event, subscription: None, subscription_id: None, error, attempts: 0 }
+        Self { event, subscription: None, subscription_id: None, error, attempts: 0, target: None }
     }
 
     /// Whether the event can be sent again: not when its transform failed,
@@ -173,6 +182,157 @@ impl FailureHandler for LogFailures {
     }
 }
 
+/// A final failure as a [`FailureStore`] keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FailureRecord {
+    /// The store's id of the record (a Redis stream entry id, a sequence
+    /// number in memory).
+    #[serde(skip)]
+    pub id: String,
+    /// When the delivery was given up.
+    pub failed_at: DateTime<Utc>,
+    /// The event, with its payload and its id: a replay sends the same
+    /// `webhook-id`.
+    pub event: Event,
+    /// The store's id of the subscription, when it came from a store.
+    pub subscription_id: Option<String>,
+    /// Whom the delivery was for; none for a failure of the whole event.
+    pub target: Option<TargetRef>,
+    /// The target URL, its credentials redacted (for reading, not sending).
+    pub target_url: Option<String>,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// The final error, as text.
+    pub error: String,
+    /// The receiver's last HTTP status, if it answered.
+    pub status: Option<u16>,
+}
+
+impl FailureRecord {
+    /// The record of `failure`, failed now.
+    pub fn of(failure: &DeliveryFailure) -> Self {
+        Self {
+            id: String::new(),
+            failed_at: Utc::now(),
+            event: (*failure.event).clone(),
+            subscription_id: failure.subscription_id.clone(),
+            target: failure.target.clone(),
+            target_url: failure
+                .subscription
+                .as_deref()
+                .map(|s| crate::subscription::redact_url(&s.target_url).to_owned()),
+            attempts: failure.attempts,
+            error: failure.error.to_string(),
+            status: failure.error.status(),
+        }
+    }
+
+    /// True when the record passes `filter` (its limit aside).
+    pub fn matches(&self, filter: &FailureFilter) -> bool {
+        filter.subscription_id.as_ref().is_none_or(|id| self.subscription_id.as_ref() == Some(id))
+            && filter.event_name.as_ref().is_none_or(|name| self.event.name == *name)
+            && filter.since.is_none_or(|t| self.failed_at >= t)
+            && filter.until.is_none_or(|t| self.failed_at < t)
+    }
+}
+
+/// Which failure records to list: every field that is set must match;
+/// newest first, at most `limit`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct FailureFilter {
+    /// Only this subscription's.
+    pub subscription_id: Option<String>,
+    /// Only events of this name.
+    pub event_name: Option<String>,
+    /// Only those that failed at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only those that failed before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (default 100).
+    pub limit: usize,
+}
+
+impl Default for FailureFilter {
+    fn default() -> Self {
+        Self { subscription_id: None, event_name: None, since: None, until: None, limit: 100 }
+    }
+}
+
+impl FailureFilter {
+    /// Every record, up to the default limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only this subscription's.
+    #[must_use]
+    pub fn subscription(mut self, id: impl Into<String>) -> Self {
+        self.subscription_id = Some(id.into());
+        self
+    }
+
+    /// Only events of this name.
+    #[must_use]
+    pub fn event(mut self, name: impl Into<String>) -> Self {
+        self.event_name = Some(name.into());
+        self
+    }
+
+    /// Only failures at or after `t`.
+    #[must_use]
+    pub fn since(mut self, t: DateTime<Utc>) -> Self {
+        self.since = Some(t);
+        self
+    }
+
+    /// Only failures before `t`.
+    #[must_use]
+    pub fn until(mut self, t: DateTime<Utc>) -> Self {
+        self.until = Some(t);
+        self
+    }
+
+    /// At most `n` (at least 1).
+    #[must_use]
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = n.max(1);
+        self
+    }
+}
+
+/// Why a [`FailureStore`] could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FailureStoreError {
+    /// The store is unreachable or failed. Retryable.
+    #[error("failure store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A record could not be encoded or decoded.
+    #[error("failure record not readable: {0}")]
+    Codec(String),
+}
+
+/// Durable final failures: every given-up delivery (and every event that
+/// failed as a whole) is recorded here before its event is acked, so none
+/// is only logged. A worker on Redis records into a bounded stream;
+/// [`InMemoryDeadLetterQueue`] is the in-process one.
+#[async_trait]
+pub trait FailureStore: Send + Sync + 'static {
+    /// Records one failure.
+    async fn record(&self, failure: &DeliveryFailure) -> Result<(), FailureStoreError>;
+
+    /// The records that pass `filter`, newest first.
+    async fn list(&self, filter: &FailureFilter) -> Result<Vec<FailureRecord>, FailureStoreError>;
+
+    /// One record, by id.
+    async fn get(&self, id: &str) -> Result<Option<FailureRecord>, FailureStoreError>;
+
+    /// Removes one record; false when there was none.
+    async fn remove(&self, id: &str) -> Result<bool, FailureStoreError>;
+}
+
 /// A bounded in-memory dead-letter queue: keeps the latest `capacity`
 /// failures, evicting the oldest. Cheap to clone; clones share the queue.
 ///
@@ -190,7 +350,9 @@ pub struct InMemoryDeadLetterQueue {
 #[derive(Debug)]
 struct Dlq {
     capacity: usize,
-    entries: VecDeque<DeliveryFailure>,
+    /// Oldest first, each with its id (a sequence number) and time.
+    entries: VecDeque<(u64, DateTime<Utc>, DeliveryFailure)>,
+    next_id: u64,
     evicted: u64,
 }
 
@@ -198,7 +360,7 @@ impl InMemoryDeadLetterQueue {
     /// A queue keeping at most `capacity` failures (at least 1).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { inner: Arc::new(Mutex::new(Dlq { capacity, entries: VecDeque::new(), evicted: 0 })) }
+        Self { inner: Arc::new(Mutex::new(Dlq { capacity, entries: VecDeque::new(), next_id: 1, evicted: 0 })) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Dlq> {
@@ -212,17 +374,19 @@ impl InMemoryDeadLetterQueue {
             q.entries.pop_front();
             q.evicted += 1;
         }
-        q.entries.push_back(failure);
+        let id = q.next_id;
+        q.next_id += 1;
+        q.entries.push_back((id, Utc::now(), failure));
     }
 
     /// A copy of the entries, oldest first.
     pub fn entries(&self) -> Vec<DeliveryFailure> {
-        self.lock().entries.iter().cloned().collect()
+        self.lock().entries.iter().map(|(_, _, f)| f.clone()).collect()
     }
 
     /// Takes every entry out, oldest first.
     pub fn drain(&self) -> Vec<DeliveryFailure> {
-        self.lock().entries.drain(..).collect()
+        self.lock().entries.drain(..).map(|(_, _, f)| f).collect()
     }
 
     /// How many entries are held.
@@ -244,6 +408,43 @@ impl InMemoryDeadLetterQueue {
 impl FailureHandler for InMemoryDeadLetterQueue {
     fn on_failure(&self, failure: DeliveryFailure) {
         self.push(failure);
+    }
+}
+
+fn in_memory_record(id: u64, at: DateTime<Utc>, failure: &DeliveryFailure) -> FailureRecord {
+    FailureRecord { id: id.to_string(), failed_at: at, ..FailureRecord::of(failure) }
+}
+
+#[async_trait]
+impl FailureStore for InMemoryDeadLetterQueue {
+    async fn record(&self, failure: &DeliveryFailure) -> Result<(), FailureStoreError> {
+        self.push(failure.clone());
+        Ok(())
+    }
+
+    async fn list(&self, filter: &FailureFilter) -> Result<Vec<FailureRecord>, FailureStoreError> {
+        let q = self.lock();
+        Ok(q.entries
+            .iter()
+            .rev()
+            .map(|(id, at, f)| in_memory_record(*id, *at, f))
+            .filter(|r| r.matches(filter))
+            .take(filter.limit)
+            .collect())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<FailureRecord>, FailureStoreError> {
+        let Ok(id) = id.parse::<u64>() else { return Ok(None) };
+        let q = self.lock();
+        Ok(q.entries.iter().find(|(n, _, _)| *n == id).map(|(n, at, f)| in_memory_record(*n, *at, f)))
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, FailureStoreError> {
+        let Ok(id) = id.parse::<u64>() else { return Ok(false) };
+        let mut q = self.lock();
+        let before = q.entries.len();
+        q.entries.retain(|(n, _, _)| *n != id);
+        Ok(q.entries.len() < before)
     }
 }
 
@@ -273,6 +474,30 @@ mod tests {
         assert_eq!(attempts, [2, 3]);
         assert_eq!(q.drain().len(), 2);
         assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_queue_is_a_failure_store() {
+        let q = InMemoryDeadLetterQueue::new(10);
+        let mut other = failure(1);
+        other.event = Arc::new(Event::new("other", Payload::null()));
+        other.subscription_id = Some("sub_1".into());
+        FailureStore::record(&q, &failure(2)).await.unwrap();
+        FailureStore::record(&q, &other).await.unwrap();
+        let all = q.list(&FailureFilter::new()).await.unwrap();
+        assert_eq!(all.iter().map(|r| r.event.name.as_str()).collect::<Vec<_>>(), ["other", "e"], "newest first");
+        assert_eq!(q.list(&FailureFilter::new().event("e")).await.unwrap().len(), 1);
+        assert_eq!(q.list(&FailureFilter::new().subscription("sub_1")).await.unwrap()[0].event.name, "other");
+        assert_eq!(q.list(&FailureFilter::new().limit(1)).await.unwrap().len(), 1);
+        let later = Utc::now() + chrono::Duration::seconds(60);
+        assert!(q.list(&FailureFilter::new().since(later)).await.unwrap().is_empty());
+        assert_eq!(q.list(&FailureFilter::new().until(later)).await.unwrap().len(), 2);
+        let id = all[0].id.clone();
+        assert_eq!(q.get(&id).await.unwrap().map(|r| r.attempts), Some(1));
+        assert!(q.remove(&id).await.unwrap());
+        assert!(!q.remove(&id).await.unwrap());
+        assert!(q.get("not a number").await.unwrap().is_none());
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -391,6 +391,32 @@ impl SubscriptionUpdate {
     }
 }
 
+/// Whom a delivery goes to, as a durable record keeps it (a retry waiting
+/// in a backend's schedule, a recorded failure): a reference, so that no
+/// subscription secret is written with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TargetRef {
+    /// A subscription of the store, by id: looked up again when due (a
+    /// subscription removed meanwhile is not retried; rotated secrets sign).
+    #[serde(rename = "stored")]
+    Stored(String),
+    /// The static subscriber at this index of the event's own
+    /// [`subscribers`](crate::Event::subscribers) (the app's, carried by the event).
+    #[serde(rename = "carried")]
+    Carried(usize),
+    /// The consuming engine's static subscriber of the event's name at this
+    /// index, with its URL, checked when due (a worker restarted with other
+    /// subscribers does not send it elsewhere).
+    #[serde(rename = "static")]
+    Static {
+        /// Its index among the static subscribers of the event's name.
+        index: usize,
+        /// Its target URL.
+        url: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::dead_letter::{DeliveryFailure, RedeliverError};
-use crate::engine::{BuildError, Engine, EngineConfig, ShutdownReport};
+use crate::engine::{BuildError, Durable, Engine, EngineConfig, ShutdownReport};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscription::WebhookSubscription;
 
@@ -171,7 +171,8 @@ impl WorkerBuilder {
         let statics = self.engine.check()?;
         let stats = Arc::new(Stats::default());
         let failures = self.engine.failures();
-        let (engine, _) = Engine::start(self.engine, &statics, failures, stats.clone(), backend.retry_schedule())?;
+        let durable = Durable { schedule: backend.retry_schedule(), failures: backend.failure_store() };
+        let (engine, _) = Engine::start(self.engine, &statics, failures, stats.clone(), durable)?;
         engine.consume(backend.consume());
         Ok(Worker { backend, stats, engine })
     }

@@ -173,3 +173,65 @@ async fn a_worker_killed_with_retries_pending_sends_nothing_twice() {
     }
     assert_eq!(zcard(&mut conn, &schedule).await, 0);
 }
+
+// Every given-up delivery is recorded in Redis before its event is acked;
+// a replay sends it again with the same `webhook-id`, to that subscriber
+// only, and removes the record.
+#[tokio::test]
+async fn given_up_deliveries_are_recorded_in_redis_and_replayed_with_the_same_webhook_id() {
+    use fastapihooks::dead_letter::FailureFilter;
+    use fastapihooks::subscription::TargetRef;
+
+    let url = redis_or_skip!();
+    let stream = unique_key("durable-failures");
+    let rx = Receiver::start().await;
+    rx.script("/gone", [Reply::status(400)]);
+    let app = Fastapihooks::builder()
+        .backend(backend(&url, &stream).build().unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/ok")).unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/gone")).unwrap())
+        .build()
+        .unwrap();
+    let first = app.send("order.created", &json!({"n": 1})).unwrap();
+    app.send("order.other", &json!({"n": 2})).unwrap();
+    let w = worker(&url, &stream);
+    let failures = backend(&url, &stream).build().unwrap();
+    let store = failures.failures();
+    let mut conn = connect(&url).await;
+    let recorded = eventually(WAIT, || {
+        let store = store.clone();
+        async move { store.list(&FailureFilter::new()).await.unwrap().len() == 1 }
+    })
+    .await;
+    assert!(recorded, "the 400 was recorded");
+    assert!(
+        eventually(WAIT, || {
+            let (mut conn, stream) = (conn.clone(), stream.clone());
+            async move { pending(&mut conn, &stream, "fastapihooks").await == 0 }
+        })
+        .await
+    );
+    let list = store.list(&FailureFilter::new().event("order.created")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    let record = &list[0];
+    assert_eq!(record.event.id, first);
+    assert_eq!(record.status, Some(400));
+    assert_eq!(record.attempts, 1, "a 400 is final at once");
+    assert_eq!(record.target, Some(TargetRef::Carried(1)));
+    assert!(store.list(&FailureFilter::new().event("order.other")).await.unwrap().is_empty());
+    assert!(store.get(&record.id).await.unwrap().is_some());
+    assert!(store.get("1-2\r\nforged").await.unwrap().is_none(), "an id that is not a stream id names nothing");
+    let original = rx.hits_for("/gone")[0].header("webhook-id").unwrap().to_owned();
+
+    rx.script("/gone", [Reply::status(200)]);
+    failures.replay(record).await.unwrap();
+    let hits = rx.wait_for("/gone", 2, WAIT).await;
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[1].header("webhook-id"), Some(original.as_str()), "the same webhook-id");
+    assert_eq!(hits[1].status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.hits_for("/ok").len(), 1, "the replay went to that subscriber only");
+    assert!(store.get(&record.id).await.unwrap().is_none(), "the replayed record is removed");
+    assert!(w.shutdown(Duration::from_secs(2)).await.drained);
+    assert_eq!(kept_copies(&mut conn, &stream).await, 0);
+}

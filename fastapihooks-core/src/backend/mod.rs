@@ -26,7 +26,9 @@ pub use background::BackgroundTaskBackend;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfigError, RedisStreamsBackend, RedisStreamsBuilder};
 
+use crate::dead_letter::FailureStore;
 use crate::event::Event;
+pub use crate::subscription::TargetRef;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,31 +165,6 @@ impl Received {
     }
 }
 
-/// Whom a delivery set aside for later goes to, as a backend keeps it: a
-/// reference, so that no subscription secret is written with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum TargetRef {
-    /// A subscription of the store, by id: looked up again when due (a
-    /// subscription removed meanwhile is not retried; rotated secrets sign).
-    #[serde(rename = "stored")]
-    Stored(String),
-    /// The static subscriber at this index of the event's own
-    /// [`subscribers`](Event::subscribers) (the app's, carried by the event).
-    #[serde(rename = "carried")]
-    Carried(usize),
-    /// The consuming engine's static subscriber of the event's name at this
-    /// index, with its URL, checked when due (a worker restarted with other
-    /// subscribers does not send it elsewhere).
-    #[serde(rename = "static")]
-    Static {
-        /// Its index among the static subscribers of the event's name.
-        index: usize,
-        /// Its target URL.
-        url: String,
-    },
-}
-
 /// One delivery's place in the durable retry schedule: whom it goes to and
 /// how many attempts were made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +223,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The backend's durable retry schedule, if it has one (default: none,
     /// and retries wait in the consumer's memory).
     fn retry_schedule(&self) -> Option<Arc<dyn RetrySchedule>> {
+        None
+    }
+
+    /// Where the consumer records final failures durably, if the backend
+    /// keeps them (default: none; they go to `on_failure` only).
+    fn failure_store(&self) -> Option<Arc<dyn FailureStore>> {
         None
     }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Acker, BackendError, Received, RetrySchedule, Scheduled, TargetRef};
-use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
+use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, FailureStore, RedeliverError};
 use crate::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::send::Sender;
@@ -40,6 +40,9 @@ const STORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duratio
 /// Store look-ups of one event retried before the event fails (about 9 s
 /// of waiting in all: a fail-over, not an outage).
 const STORE_RETRIES: u32 = 8;
+/// Writes of one final failure to the failure store retried before its
+/// event is left unacked (handed out again later).
+const RECORD_RETRIES: u32 = 8;
 
 /// Limits of the delivery engine.
 #[derive(Clone, Debug)]
@@ -82,9 +85,18 @@ pub(crate) struct Parts {
     /// The dedicated delivery threads (none: the tasks run where they are
     /// spawned from, on the app's runtime).
     pub(crate) shards: Vec<tokio::runtime::Handle>,
-    /// Where retries wait when the events come from a backend that keeps a
-    /// durable schedule (none: they wait in memory).
+    /// What the backend the events come from keeps durably.
+    pub(crate) durable: Durable,
+}
+
+/// What a queue backend keeps durably for the engine that consumes it.
+#[derive(Default)]
+pub(crate) struct Durable {
+    /// Where retries wait (none: in memory).
     pub(crate) schedule: Option<Arc<dyn RetrySchedule>>,
+    /// Where final failures are recorded before their event is acked
+    /// (none: they only go to `on_failure`).
+    pub(crate) failures: Option<Arc<dyn FailureStore>>,
 }
 
 /// What the dispatcher shares with its tasks.
@@ -110,6 +122,7 @@ struct Shared {
     /// spawned from, on the app's runtime).
     shards: Vec<Shard>,
     schedule: Option<Arc<dyn RetrySchedule>>,
+    failure_store: Option<Arc<dyn FailureStore>>,
 }
 
 /// One delivery thread, as its endpoint workers see it.
@@ -125,6 +138,29 @@ impl Shared {
     fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
         crate::dead_letter::report(&*self.failures, failure);
+    }
+}
+
+/// Writes `failure` to the failure store, retried with a backoff for a
+/// while; true once written. Gives up at shutdown or after
+/// [`RECORD_RETRIES`] failures, saying so.
+async fn record(shared: &Shared, store: &dyn FailureStore, failure: &DeliveryFailure) -> bool {
+    let mut backoff = Backoff::new(STORE_BACKOFF.0, STORE_BACKOFF.1);
+    loop {
+        let error = match store.record(failure).await {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        if backoff.failures() >= RECORD_RETRIES || shared.cancel.is_cancelled() {
+            tracing::error!(event_id = %failure.event.id, error = %error, "could not record a final failure; its event is left unacked, to be handed out again");
+            return false;
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(event_id = %failure.event.id, error = %error, retry_in_ms = delay.as_millis() as u64, "could not record a final failure; retrying");
+        tokio::select! {
+            () = shared.cancel.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 
@@ -287,12 +323,13 @@ impl Target {
 
     /// A failure report about this target.
     fn failure(self, event: Arc<Event>, error: DeliveryError, attempts: u32) -> DeliveryFailure {
+        let target = self.reference();
         let (subscription, subscription_id) = match self {
             Self::Static { sub, .. } | Self::Carried { sub, .. } => (sub, None),
             Self::Stored(stored) => (stored.subscription.clone(), Some(stored.id.clone())),
             Self::Redelivery { subscription, id } => (subscription, id),
         };
-        DeliveryFailure { event, subscription: Some(subscription), subscription_id, error, attempts }
+        DeliveryFailure { event, subscription: Some(subscription), subscription_id, error, attempts, target }
     }
 }
 
@@ -309,17 +346,34 @@ struct Job {
 }
 
 impl Job {
-    /// Reports a final failure and counts the job down.
-    fn fail(self, shared: &Shared, error: DeliveryError) {
+    /// Reports a final failure and counts the job down. With a failure
+    /// store, the failure is recorded there first, and its event acked only
+    /// once it is (a failure it cannot take leaves the event unacked, to be
+    /// handed out again, rather than only logged).
+    fn fail(self, shared: &Arc<Shared>, error: DeliveryError) {
         let shutdown = matches!(error, DeliveryError::Shutdown { .. });
-        shared.fail(self.target.failure(self.event, error, self.attempts));
-        self.done.finish(shared, !shutdown);
+        let failure = self.target.failure(self.event, error, self.attempts);
+        let done = self.done;
+        match shared.failure_store.clone() {
+            Some(store) if !shutdown => {
+                let shared = shared.clone();
+                shared.tasks.clone().spawn(async move {
+                    let recorded = record(&shared, &*store, &failure).await;
+                    shared.fail(failure);
+                    done.finish(&shared, recorded);
+                });
+            }
+            _ => {
+                shared.fail(failure);
+                done.finish(shared, !shutdown);
+            }
+        }
     }
 }
 
 impl Dispatcher {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { sender, store, retry, failures, stats, limits, statics, shards, schedule } = parts;
+        let Parts { sender, store, retry, failures, stats, limits, statics, shards, durable } = parts;
         let cancel = CancellationToken::new();
         let shards = shards.into_iter().map(|handle| Shard { handle, cancel: cancel.child_token() }).collect();
         Self {
@@ -339,7 +393,8 @@ impl Dispatcher {
                 tasks: TaskTracker::new(),
                 cancel,
                 shards,
-                schedule,
+                schedule: durable.schedule,
+                failure_store: durable.failures,
             }),
         }
     }

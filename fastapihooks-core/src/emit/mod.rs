@@ -36,7 +36,7 @@ pub use transform::{IntoPayload, Transform};
 use crate::backend::{Acker, Backend};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, RedeliverError};
 use crate::dispatch::Dispatcher;
-use crate::engine::{BuildError, Engine, EngineConfig, ShutdownReport};
+use crate::engine::{BuildError, Durable, Engine, EngineConfig, ShutdownReport};
 use crate::event::{Event, EventId, Payload};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
@@ -753,7 +753,8 @@ impl FastapihooksBuilder {
         let (audience, delivery, outlet) = match self.backend {
             None => {
                 let store = self.engine.store.clone();
-                let (engine, dispatcher) = Engine::start(self.engine, &statics, failures.clone(), stats.clone(), None)?;
+                let (engine, dispatcher) =
+                    Engine::start(self.engine, &statics, failures.clone(), stats.clone(), Durable::default())?;
                 let statics = statics.into_keys().collect();
                 (Audience::Local { statics, store }, Delivery::InProcess(engine), Outlet::Engine(dispatcher))
             }

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use super::BuildError;
 use super::runtime::{DeliveryRuntime, OwnedRuntime};
-use crate::backend::RetrySchedule;
 use crate::dead_letter::{FailureHandler, LogFailures};
-use crate::dispatch::{Dispatcher, Limits, Parts};
+use crate::dispatch::{Dispatcher, Durable, Limits, Parts};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::send::guard::NetworkPolicy;
@@ -245,7 +244,7 @@ impl EngineConfig {
         statics: &Statics,
         failures: Arc<dyn FailureHandler>,
         stats: Arc<Stats>,
-        schedule: Option<Arc<dyn RetrySchedule>>,
+        durable: Durable,
     ) -> Result<(Dispatcher, Option<OwnedRuntime>), BuildError> {
         let signer = Signer::new(self.signing_secret).with_schemes(self.signature_schemes);
         let config = SenderConfig {
@@ -270,7 +269,7 @@ impl EngineConfig {
                 .map(|(event, subs)| (event.clone(), subs.iter().cloned().map(Arc::new).collect()))
                 .collect(),
             shards: runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
-            schedule,
+            durable,
         });
         Ok((dispatcher, runtime))
     }

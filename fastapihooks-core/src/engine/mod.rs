@@ -24,9 +24,10 @@ use futures_util::stream::BoxStream;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::backend::{BackendError, Received, RetrySchedule};
+use crate::backend::{BackendError, Received};
 use crate::dead_letter::{DeliveryFailure, FailureHandler, RedeliverError};
 use crate::dispatch::Dispatcher;
+pub(crate) use crate::dispatch::Durable;
 use crate::secret::SecretFormatError;
 use crate::stats::Stats;
 use crate::subscription::InvalidSubscription;
@@ -85,17 +86,18 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Starts the engine from `config`: the HTTP client, the signer and the
-    /// delivery threads. Call inside a Tokio runtime. Retries wait in
-    /// `schedule` when given (a queue backend's durable one), else in
-    /// memory. Also returns its dispatcher, for what feeds it.
+    /// delivery threads. Call inside a Tokio runtime. `durable` is what the
+    /// queue backend that feeds it keeps (its retry schedule, its failure
+    /// store); without, retries wait in memory. Also returns its
+    /// dispatcher, for what feeds it.
     pub(crate) fn start(
         config: EngineConfig,
         statics: &Statics,
         failures: Arc<dyn FailureHandler>,
         stats: Arc<Stats>,
-        schedule: Option<Arc<dyn RetrySchedule>>,
+        durable: Durable,
     ) -> Result<(Self, Dispatcher), BuildError> {
-        let (dispatcher, runtime) = config.start(statics, failures, stats, schedule)?;
+        let (dispatcher, runtime) = config.start(statics, failures, stats, durable)?;
         let engine = Self {
             dispatcher: Mutex::new(Some(dispatcher.clone())),
             runtime: Mutex::new(runtime),

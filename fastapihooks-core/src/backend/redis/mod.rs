@@ -21,6 +21,7 @@ mod cleanup;
 mod connection;
 mod consume;
 mod dead_letter;
+mod failures;
 mod heartbeat;
 mod publish;
 mod reply;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use self::connection::Connections;
 use self::heartbeat::InFlight;
 use super::{Backend, BackendError, Received, RetrySchedule};
+use crate::dead_letter::{FailureRecord, FailureStore};
 use crate::event::Event;
 use crate::secret::Secret;
 
@@ -74,6 +76,7 @@ pub struct RedisStreamsBuilder {
     claim_min_idle: Duration,
     claim_interval: Option<Duration>,
     retry_poll_interval: Duration,
+    failures_max_len: usize,
     max_deliveries: u64,
     dead_letter_stream: Option<String>,
     dead_letter_max_len: usize,
@@ -164,6 +167,14 @@ impl RedisStreamsBuilder {
     #[must_use]
     pub fn retry_poll_interval(mut self, interval: Duration) -> Self {
         self.retry_poll_interval = interval;
+        self
+    }
+
+    /// The stream of recorded final failures keeps about this many, the
+    /// newest (default 100,000; trimmed with `MAXLEN ~`).
+    #[must_use]
+    pub fn failures_max_len(mut self, n: usize) -> Self {
+        self.failures_max_len = n;
         self
     }
 
@@ -295,6 +306,7 @@ impl RedisStreamsBuilder {
             .unwrap_or_else(|| (self.claim_min_idle / 2).min(Duration::from_secs(30)))
             .max(Duration::from_millis(10));
         let (schedule, payload_prefix) = schedule::keys(&self.stream);
+        let failures = format!("{}:failures", self.stream);
         let config = Config {
             url: redact_url(self.url.expose()),
             stream: self.stream,
@@ -307,6 +319,8 @@ impl RedisStreamsBuilder {
             schedule_poll: self.retry_poll_interval.max(Duration::from_millis(10)),
             schedule,
             payload_prefix,
+            failures,
+            failures_max_len: self.failures_max_len.max(1),
             max_deliveries: self.max_deliveries,
             dead,
             dead_max_len: self.dead_letter_max_len,
@@ -381,6 +395,9 @@ struct Config {
     schedule: String,
     schedule_poll: Duration,
     payload_prefix: String,
+    /// The recorded final failures, and about how many are kept.
+    failures: String,
+    failures_max_len: usize,
     max_deliveries: u64,
     dead: String,
     dead_max_len: usize,
@@ -434,6 +451,7 @@ impl RedisStreamsBackend {
             claim_min_idle: Duration::from_secs(60),
             claim_interval: None,
             retry_poll_interval: Duration::from_millis(250),
+            failures_max_len: 100_000,
             max_deliveries: 5,
             dead_letter_stream: None,
             dead_letter_max_len: 100_000,
@@ -472,6 +490,31 @@ impl RedisStreamsBackend {
     pub fn dead_letter_stream(&self) -> &str {
         &self.inner.config.dead
     }
+
+    /// The stream of recorded final failures (`{stream}:failures`): what a
+    /// worker gave up, kept for `fastapihooks failures` and
+    /// [`RedisStreamsBackend::replay`].
+    pub fn failures_stream(&self) -> &str {
+        &self.inner.config.failures
+    }
+
+    /// The final failures the workers of this stream recorded (list, get,
+    /// remove).
+    pub fn failures(&self) -> Arc<dyn FailureStore> {
+        Arc::new(failures::RedisFailures(self.inner.clone()))
+    }
+
+    /// Sends a recorded failure again, with the same event (the same
+    /// `webhook-id`) and a fresh round of attempts: a delivery to its
+    /// subscription only, a failure of the whole event to every subscriber
+    /// the event has now. The record is removed in the same transaction. A
+    /// worker delivers it.
+    ///
+    /// # Errors
+    /// Redis could not take it; nothing changed then.
+    pub async fn replay(&self, record: &FailureRecord) -> Result<(), BackendError> {
+        self.inner.replay(record).await
+    }
 }
 
 #[async_trait]
@@ -486,6 +529,10 @@ impl Backend for RedisStreamsBackend {
 
     fn retry_schedule(&self) -> Option<Arc<dyn RetrySchedule>> {
         Some(Arc::new(schedule::RedisSchedule(self.inner.clone())))
+    }
+
+    fn failure_store(&self) -> Option<Arc<dyn FailureStore>> {
+        Some(self.failures())
     }
 
     async fn close(&self) -> Result<(), BackendError> {

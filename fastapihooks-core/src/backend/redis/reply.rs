@@ -82,6 +82,11 @@ pub(super) fn read_reply_entries(reply: Value) -> Vec<Entry> {
     streams.into_iter().flat_map(|e| as_array(e).unwrap_or(&[])).filter_map(Entry::parse).collect()
 }
 
+/// The entries of an `XRANGE` / `XREVRANGE` reply.
+pub(super) fn range_reply(reply: &Value) -> Vec<Entry> {
+    as_array(reply).unwrap_or(&[]).iter().filter_map(Entry::parse).collect()
+}
+
 /// `XAUTOCLAIM`'s `[next cursor, [entries], [deleted ids]]`.
 pub(super) fn autoclaim_reply(reply: Value) -> (String, Vec<Entry>) {
     let parts = as_array(&reply).unwrap_or(&[]);

@@ -21,7 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::reply::Entry;
 use super::{Config, Inner};
 use crate::backend::{BackendError, Deferral, RetrySchedule, Scheduled};
-use crate::event::Event;
+use crate::event::{Event, EventId};
 
 /// The field of a stream entry that holds a due delivery's record.
 pub(super) const DELIVERY_FIELD: &str = "delivery";
@@ -60,8 +60,7 @@ impl RetrySchedule for RedisSchedule {
         let inner = &self.0;
         let config = &inner.config;
         let Deferral { event, delivery, due } = deferral;
-        let record = Record { event_id: event.id.as_str().to_owned(), delivery, nonce: rand::random() };
-        let record = serde_json::to_string(&record).map_err(|e| BackendError::Codec(e.to_string()))?;
+        let record = record(&event.id, delivery).map_err(|e| BackendError::Codec(e.to_string()))?;
         let json = serde_json::to_vec(&*event).map_err(|e| BackendError::Codec(e.to_string()))?;
         let due_ms = millis_since_epoch(due);
         let payload = format!("{}{}", config.payload_prefix, event.id.as_str());
@@ -73,9 +72,7 @@ impl RetrySchedule for RedisSchedule {
                 async move {
                     let mut pipe = redis::pipe();
                     pipe.atomic();
-                    pipe.cmd("HSETNX").arg(payload).arg("event").arg(json.as_slice()).ignore();
-                    pipe.cmd("HINCRBY").arg(payload).arg("refs").arg(1).ignore();
-                    pipe.cmd("EXPIRE").arg(payload).arg(ttl).ignore();
+                    keep_copy_for(&mut pipe, payload, json, ttl);
                     pipe.cmd("ZADD").arg(&config.schedule).arg(due_ms).arg(record).ignore();
                     pipe.query_async::<()>(&mut conn).await
                 }
@@ -83,6 +80,24 @@ impl RetrySchedule for RedisSchedule {
             .await
             .map_err(|e| inner.transport("ZADD (retry schedule)", e))
     }
+}
+
+/// The record of one delivery of the event `event_id`.
+pub(super) fn record(event_id: &EventId, delivery: Scheduled) -> serde_json::Result<String> {
+    serde_json::to_string(&Record { event_id: event_id.as_str().to_owned(), delivery, nonce: rand::random() })
+}
+
+/// Adds to `pipe` what keeps one more reference to an event's copy at
+/// `key` (made with the first), for `ttl` seconds at least.
+fn keep_copy_for(pipe: &mut redis::Pipeline, key: &str, event_json: &[u8], ttl: u64) {
+    pipe.cmd("HSETNX").arg(key).arg("event").arg(event_json).ignore();
+    pipe.cmd("HINCRBY").arg(key).arg("refs").arg(1).ignore();
+    pipe.cmd("EXPIRE").arg(key).arg(ttl).ignore();
+}
+
+/// [`keep_copy_for`] a delivery due now.
+pub(super) fn keep_copy(pipe: &mut redis::Pipeline, key: &str, event_json: &[u8]) {
+    keep_copy_for(pipe, key, event_json, PAYLOAD_TTL.as_secs());
 }
 
 /// Moves due records to the stream, atomically: a record is either waiting
