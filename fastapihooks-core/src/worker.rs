@@ -117,10 +117,25 @@ impl Worker {
 }
 
 /// Configures and starts a [`Worker`].
-#[derive(Default)]
+///
+/// Its defaults are those of in-process delivery but two: a worker holds
+/// at most 10,000 deliveries in memory (`max_pending_deliveries`; past it,
+/// it stops reading the stream) and 2,000 waiting for one endpoint
+/// (`max_endpoint_backlog`). Its backend's durable schedule takes what does
+/// not fit, so a long stream or a slow endpoint costs Redis memory, not the
+/// worker's, and nothing is given up for want of room.
 pub struct WorkerBuilder {
     backend: Option<Arc<dyn Backend>>,
     engine: EngineConfig,
+}
+
+impl Default for WorkerBuilder {
+    fn default() -> Self {
+        let mut engine = EngineConfig::default();
+        engine.limits.max_pending_deliveries = 10_000;
+        engine.limits.max_endpoint_backlog = 2_000;
+        Self { backend: None, engine }
+    }
 }
 
 impl fmt::Debug for WorkerBuilder {

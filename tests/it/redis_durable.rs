@@ -235,3 +235,68 @@ async fn given_up_deliveries_are_recorded_in_redis_and_replayed_with_the_same_we
     assert!(w.shutdown(Duration::from_secs(2)).await.drained);
     assert_eq!(kept_copies(&mut conn, &stream).await, 0);
 }
+
+/// Resident memory of process `pid`, in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+// A stream much longer than what a worker holds in memory, and a slow
+// endpoint: the worker stops reading when it is full and sets the
+// endpoint's overflow aside in Redis; nothing is given up, and its memory
+// stays bounded.
+#[tokio::test]
+async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bounded() {
+    use fastapihooks::{Event, Payload};
+
+    let url = redis_or_skip!();
+    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
+        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+        return;
+    };
+    let stream = unique_key("durable-long");
+    let rx = Receiver::start().await;
+    rx.script("/slow", [Reply::status(200).delay(Duration::from_millis(20))]);
+    let slow = WebhookSubscription::new(rx.url("/slow")).unwrap();
+    let mut conn = connect(&url).await;
+    const EVENTS: usize = 60_000;
+    for chunk in 0..EVENTS / 1_000 {
+        let mut pipe = redis::pipe();
+        for i in 0..1_000 {
+            let event = Event::new("order.created", Payload::from_serialize(&json!({"n": chunk * 1_000 + i})).unwrap())
+                .with_subscribers(vec![slow.clone()]);
+            pipe.cmd("XADD").arg(&stream).arg("*").arg("event").arg(serde_json::to_vec(&event).unwrap()).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let mut worker = Command::new(bin)
+        .args(["start", "--redis-url", &url, "--stream", &stream, "--store", "memory"])
+        .args(["--allow-cidr", "127.0.0.0/8"])
+        .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded: 12 s of delivering, sampling the worker's memory.
+    let mut peak = 0;
+    for _ in 0..24 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss_kib(worker.id()).unwrap_or(0));
+    }
+    let delivered = rx.hits_for("/slow").len();
+    let waiting: u64 = redis::cmd("ZCARD").arg(format!("{stream}:schedule")).query_async(&mut conn).await.unwrap();
+    let failed: u64 = redis::cmd("XLEN").arg(format!("{stream}:failures")).query_async(&mut conn).await.unwrap();
+    let dead: u64 = redis::cmd("XLEN").arg(format!("{stream}:dead")).query_async(&mut conn).await.unwrap();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    eprintln!("long stream: {delivered} delivered in 12 s, {waiting} waiting in the schedule, peak RSS {peak} KiB");
+    assert_eq!(failed, 0, "nothing given up");
+    assert_eq!(dead, 0, "nothing dead-lettered");
+    assert!(delivered > 0);
+    assert!(waiting > 0, "the endpoint's overflow waits in Redis");
+    assert!(peak > 0 && peak < 128 * 1024, "worker memory stays bounded: {peak} KiB");
+}

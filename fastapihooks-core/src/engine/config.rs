@@ -146,8 +146,9 @@ macro_rules! engine_setters {
             self
         }
 
-        /// Deliveries that may wait for one endpoint; past it, new ones go to
-        /// `on_failure` (default 50,000).
+        /// Deliveries that may wait for one endpoint; past it, new ones wait
+        /// in the backend's durable schedule (a worker on Redis), or else go
+        /// to `on_failure` (default 50,000; a `Worker`'s: 2,000).
         #[must_use]
         pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
             self.engine.limits.max_endpoint_backlog = n.max(1);
@@ -155,7 +156,8 @@ macro_rules! engine_setters {
         }
 
         /// Deliveries held in memory, all endpoints together; past it, no new
-        /// event is taken in until some finish (default 100,000).
+        /// event is taken in until some finish (default 100,000; a
+        /// `Worker`'s: 10,000).
         #[must_use]
         pub fn max_pending_deliveries(mut self, n: usize) -> Self {
             self.engine.limits.max_pending_deliveries = n.max(1);
