@@ -29,6 +29,12 @@ enum Command {
     /// The signing secret is read from the FASTAPIHOOKS_SIGNING_SECRET
     /// environment variable, never from the command line.
     Start(StartArgs),
+    /// The deliveries workers gave up, as recorded in Redis: list, show,
+    /// replay (with the same `webhook-id`), purge.
+    Failures {
+        #[command(subcommand)]
+        command: failures::Failures,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -127,8 +133,14 @@ struct StartArgs {
     log_level: String,
 }
 
+#[path = "../cli/failures.rs"]
+mod failures;
+
 fn main() -> ExitCode {
-    let Cli { command: Command::Start(args) } = Cli::parse();
+    let args = match Cli::parse().command {
+        Command::Start(args) => args,
+        Command::Failures { command } => return run_failures(command),
+    };
     let level = args.log_level.parse().unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -144,6 +156,23 @@ fn main() -> ExitCode {
             tracing::warn!("shutdown deadline reached: deliveries cut short will be handed out again");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("fastapihooks: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fastapihooks failures ...`: errors on stderr, warnings only in the log.
+fn run_failures(command: failures::Failures) -> ExitCode {
+    tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_writer(std::io::stderr).init();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("could not start the Tokio runtime: {e}"))
+        .and_then(|rt| rt.block_on(failures::run(command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fastapihooks: {e}");
             ExitCode::FAILURE
