@@ -14,13 +14,25 @@ use crate::send::AttemptError;
 /// `Retry-After` from the endpoint replaces the computed delay, clamped to
 /// the policy's maximum.
 ///
+/// The default is a production schedule, [`DEFAULT_SCHEDULE`]: the first
+/// attempt at once, then retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h
+/// and 10 h (about 27 hours in all, as Svix does), each delay times a
+/// jitter factor in `0.8..=1.2`. A receiver that is down for a night still
+/// gets its events. The original Python package's default, 3 retries from
+/// 1 s doubling up to 60 s, is one call away:
+/// `RetryPolicy::exponential(3, Duration::from_secs(1), Duration::from_secs(60))`.
+///
 /// ```
 /// # use fastapihooks_core::RetryPolicy;
 /// # use std::time::Duration;
-/// // The original's defaults: 3 retries, 1 s base, 60 s cap, jitter x0.75..1.25.
+/// // The default: 7 retries over about 27 hours.
 /// let p = RetryPolicy::default();
-/// assert_eq!(p.max_retries(), 3);
-/// // Svix's schedule.
+/// assert_eq!(p.max_retries(), 7);
+/// assert_eq!(p.max_delay(), Duration::from_secs(10 * 3600));
+/// // The original's default: 3 retries, 1 s base, 60 s cap, jitter x0.75..1.25.
+/// let original = RetryPolicy::exponential(3, Duration::from_secs(1), Duration::from_secs(60));
+/// assert_eq!(original.max_retries(), 3);
+/// // A schedule of your own.
 /// let s = RetryPolicy::schedule([5, 300, 1800, 7200].map(Duration::from_secs));
 /// assert_eq!(s.max_retries(), 4);
 /// ```
@@ -36,9 +48,24 @@ enum Kind {
     Schedule(Vec<Duration>),
 }
 
+/// The delays of the default policy, before each retry: 5 s, 5 min,
+/// 30 min, 2 h, 5 h, 10 h, 10 h (Svix's schedule, about 27 hours in all).
+pub const DEFAULT_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+/// [`DEFAULT_SCHEDULE`], with jitter `0.8..=1.2`. The original Python
+/// package's default is
+/// `RetryPolicy::exponential(3, Duration::from_secs(1), Duration::from_secs(60))`.
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self::exponential(3, Duration::from_secs(1), Duration::from_secs(60))
+        Self::schedule(DEFAULT_SCHEDULE)
     }
 }
 
@@ -216,12 +243,26 @@ mod tests {
     }
 
     #[test]
-    fn default_is_the_originals() {
+    fn the_default_is_the_production_schedule_with_jitter() {
         let p = RetryPolicy::default();
-        assert_eq!(p.max_retries(), 3);
-        assert_eq!(p.max_delay(), Duration::from_secs(60));
-        assert!(p.delay(2, None).is_some());
-        assert!(p.delay(3, None).is_none());
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let nominal = [Duration::from_secs(5), Duration::from_secs(300), Duration::from_secs(1800)]
+            .into_iter()
+            .chain([2, 5, 10, 10].map(hours));
+        assert_eq!(p.max_retries(), 7);
+        assert_eq!(p.max_delay(), hours(10));
+        for (retry, nominal) in (0..).zip(nominal) {
+            for _ in 0..50 {
+                let d = p.delay(retry, None).unwrap();
+                assert!(d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2), "retry {retry}: {d:?}");
+            }
+        }
+        assert!(p.delay(7, None).is_none());
+        let total: Duration = DEFAULT_SCHEDULE.iter().sum();
+        assert!(total > hours(27) && total < hours(28), "{total:?}");
+        // Jittered: not every first retry waits the same.
+        let firsts: std::collections::HashSet<Duration> = (0..20).map(|_| p.delay(0, None).unwrap()).collect();
+        assert!(firsts.len() > 1);
     }
 
     #[test]

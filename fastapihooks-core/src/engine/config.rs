@@ -69,7 +69,10 @@ macro_rules! engine_setters {
             self
         }
 
-        /// The retry policy (default: 3 retries, 1 s base, 60 s cap, jitter).
+        /// The retry policy (default: retries after 5 s, 5 min, 30 min, 2 h,
+        /// 5 h, 10 h and 10 h, with jitter: the production schedule of
+        /// [`RetryPolicy`](crate::retry::RetryPolicy); the original's
+        /// `RetryPolicy::exponential(3, 1 s, 60 s)` is one call away).
         #[must_use]
         pub fn retry_policy(mut self, policy: $crate::retry::RetryPolicy) -> Self {
             self.engine.retry = policy;
