@@ -71,7 +71,11 @@ impl DeliveryError {
     /// The receiver's HTTP status, when the last attempt got one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Attempt(AttemptError::Status { status } | AttemptError::Redirect { status }) => Some(*status),
+            Self::Attempt(
+                AttemptError::Status { status }
+                | AttemptError::Redirect { status }
+                | AttemptError::ReceiverStopped { status, .. },
+            ) => Some(*status),
             _ => None,
         }
     }
@@ -509,6 +513,16 @@ mod tests {
             assert!(!DeliveryError::Attempt(AttemptError::Status { status: s }).is_retryable(), "{s}");
         }
         assert!(!DeliveryError::from(AttemptError::Redirect { status: 302 }).is_retryable());
+        let stopped = DeliveryError::from(AttemptError::ReceiverStopped {
+            status: 503,
+            reason: crate::send::StopReason::AbortHeader,
+        });
+        assert!(!stopped.is_retryable());
+        assert_eq!(stopped.status(), Some(503));
+        assert_eq!(
+            stopped.to_string(),
+            "endpoint answered HTTP 503: receiver asked to stop retrying (webhook-delivery: abort-message)"
+        );
         assert!(DeliveryError::from(AttemptError::Network("reset".into())).is_retryable());
         let refused = crate::send::guard::Refused { host: "h".into(), addr: [10, 0, 0, 1].into() };
         assert!(!DeliveryError::from(AttemptError::Refused(refused)).is_retryable());

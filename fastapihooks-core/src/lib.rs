@@ -79,7 +79,7 @@ pub use event::{Event, EventId, Payload};
 pub use retry::{Decision, RetryPolicy};
 pub use secret::{Secret, SigningSecret};
 pub use send::guard::NetworkPolicy;
-pub use send::{AttemptError, InvalidProxy, NotSent, Proxy};
+pub use send::{AttemptError, InvalidProxy, NotSent, Proxy, StopReason};
 pub use sign::{SignatureScheme, SignatureSchemes};
 pub use stats::StatsSnapshot;
 pub use store::{CachedStore, MemoryStore, Store, StoreError};

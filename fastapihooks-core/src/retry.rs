@@ -225,6 +225,10 @@ mod tests {
         assert_eq!(p.decide(1, &AttemptError::Status { status: 404 }, None), Decision::Final);
         assert_eq!(p.decide(1, &AttemptError::Redirect { status: 302 }, None), Decision::Final);
         assert_eq!(p.decide(1, &AttemptError::NotSent(crate::send::NotSent::BearerToken), None), Decision::Final);
+        for reason in [crate::send::StopReason::Gone, crate::send::StopReason::AbortHeader] {
+            let stopped = AttemptError::ReceiverStopped { status: 503, reason };
+            assert_eq!(p.decide(1, &stopped, Some(Duration::from_secs(1))), Decision::Final, "{stopped}");
+        }
     }
 
     #[test]

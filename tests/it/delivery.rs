@@ -224,6 +224,50 @@ async fn retries_408_and_429_but_never_other_4xx() {
     assert!(failures.iter().all(|f| f.attempts == 1 && !f.error.is_retryable()));
 }
 
+// A receiver ends a delivery's retries with 410 Gone, or with
+// `webhook-delivery: abort-message` on any other failure (here a 503, which
+// alone would be retried); on_failure learns why.
+#[tokio::test]
+async fn a_receiver_that_asks_to_stop_is_tried_once_and_on_failure_says_why() {
+    use fastapihooks::StopReason;
+
+    let rx = Receiver::start().await;
+    rx.script("/abort", [Reply::status(503).header("webhook-delivery", "abort-message"), Reply::status(200)]);
+    rx.script("/gone", [Reply::status(410), Reply::status(200)]);
+    rx.script("/busy", [Reply::status(503).header("webhook-delivery", "retry"), Reply::status(200)]);
+    rx.script("/ok", [Reply::status(200).header("webhook-delivery", "abort-message")]);
+    let dlq = InMemoryDeadLetterQueue::new(10);
+    let hooks = local_builder()
+        .on_failure(dlq.clone())
+        .subscriber("e", sub(rx.url("/abort")))
+        .subscriber("e", sub(rx.url("/gone")))
+        .subscriber("e", sub(rx.url("/busy")))
+        .subscriber("e", sub(rx.url("/ok")))
+        .build()
+        .unwrap();
+    hooks.send("e", &json!({})).unwrap();
+    assert!(hooks.shutdown(WAIT).await.drained);
+    assert_eq!(rx.hits_for("/abort").len(), 1, "the abort header ends the retries");
+    assert_eq!(rx.hits_for("/gone").len(), 1);
+    assert_eq!(rx.hits_for("/busy").len(), 2, "another value of the header is an ordinary 503");
+    assert_eq!(rx.hits_for("/ok").len(), 1, "a 2xx is delivered whatever its headers");
+    let mut failures = dlq.entries();
+    failures.sort_by_key(|f| f.subscription.as_ref().unwrap().target_url.clone());
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    let (abort, gone) = (&failures[0], &failures[1]);
+    assert_eq!(
+        abort.error,
+        DeliveryError::Attempt(AttemptError::ReceiverStopped { status: 503, reason: StopReason::AbortHeader })
+    );
+    assert!(abort.error.to_string().contains("receiver asked to stop retrying (webhook-delivery: abort-message)"));
+    assert_eq!(
+        gone.error,
+        DeliveryError::Attempt(AttemptError::ReceiverStopped { status: 410, reason: StopReason::Gone })
+    );
+    assert!(gone.error.to_string().contains("receiver asked to stop retrying (410 Gone)"), "{}", gone.error);
+    assert!(failures.iter().all(|f| f.attempts == 1 && !f.error.is_retryable() && f.error.status().is_some()));
+}
+
 #[tokio::test]
 async fn network_errors_are_retried_then_handed_to_on_failure() {
     let port = closed_port().await;

@@ -17,6 +17,16 @@ pub enum AttemptError {
         /// The HTTP status code.
         status: u16,
     },
+    /// The receiver asked not to be sent this delivery again: it answered
+    /// `410 Gone`, or another status that is not 2xx with the header
+    /// `webhook-delivery: abort-message`. Final whatever the status.
+    #[error("endpoint answered HTTP {status}: receiver asked to stop retrying ({reason})")]
+    ReceiverStopped {
+        /// The HTTP status code.
+        status: u16,
+        /// How the receiver asked.
+        reason: StopReason,
+    },
     /// The endpoint answered with a redirect; redirects are never followed.
     #[error("endpoint answered HTTP {status}, a redirect; redirects are not followed")]
     Redirect {
@@ -36,6 +46,23 @@ pub enum AttemptError {
     #[error("not sent: {0}")]
     NotSent(#[from] NotSent),
 }
+
+/// How a receiver asked that a delivery not be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// It answered `410 Gone`: the endpoint is no more.
+    #[error("410 Gone")]
+    Gone,
+    /// Its response carried `webhook-delivery: abort-message`.
+    #[error("{ABORT_HEADER}: {ABORT_VALUE}")]
+    AbortHeader,
+}
+
+/// The response header with which a receiver controls a delivery.
+pub const ABORT_HEADER: &str = "webhook-delivery";
+/// The value of [`ABORT_HEADER`] that ends a delivery's retries.
+pub const ABORT_VALUE: &str = "abort-message";
 
 /// Why a request could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,12 +84,13 @@ pub enum NotSent {
 impl AttemptError {
     /// True when the same request may succeed later: network errors,
     /// timeouts, 408, 429 and 5xx. A refused destination, a request that
-    /// could not be made, a redirect or another status is final.
+    /// could not be made, a redirect, a receiver that asked to stop or
+    /// another status is final.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Status { status } => *status == 408 || *status == 429 || (500..600).contains(status),
             Self::Timeout(_) | Self::Network(_) => true,
-            Self::Redirect { .. } | Self::Refused(_) | Self::NotSent(_) => false,
+            Self::ReceiverStopped { .. } | Self::Redirect { .. } | Self::Refused(_) | Self::NotSent(_) => false,
         }
     }
 }

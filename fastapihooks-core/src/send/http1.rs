@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::error::{ABORT_HEADER, ABORT_VALUE};
 use crate::wire::{decimal, is_valid_header_value};
 
 /// Limits on the response heads read back.
@@ -134,6 +135,9 @@ pub(crate) struct Head {
     pub(crate) framing: Framing,
     /// The server lets the connection be reused after this response.
     pub(crate) keep_alive: bool,
+    /// The head carried `webhook-delivery: abort-message`: the receiver
+    /// asks that this delivery not be retried.
+    pub(crate) abort: bool,
 }
 
 /// Reading a response failed.
@@ -267,6 +271,7 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
     let mut close = false;
     let mut keep_alive = false;
     let mut retry_after = None;
+    let mut abort = false;
     for h in resp.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -295,6 +300,8 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
             }
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = std::str::from_utf8(h.value).ok().and_then(|v| parse_retry_after(v, SystemTime::now()));
+        } else if name.eq_ignore_ascii_case(ABORT_HEADER) {
+            abort |= h.value.split(|&b| b == b',').any(|v| v.trim_ascii().eq_ignore_ascii_case(ABORT_VALUE.as_bytes()));
         }
     }
     let mut reuse = match resp.version {
@@ -316,7 +323,7 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
     if framing == Framing::Close {
         reuse = false;
     }
-    Ok(Head { status, retry_after, framing, keep_alive: reuse })
+    Ok(Head { status, retry_after, framing, keep_alive: reuse, abort })
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -608,6 +615,21 @@ mod tests {
         // Both headers: chunked decides, and the connection is dropped.
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(read_all_ways(resp).await, Ok((200, Framing::Chunked, false)));
+    }
+
+    #[tokio::test]
+    async fn the_abort_header_is_read_in_any_case_and_among_other_values() {
+        for (resp, abort) in [
+            (&b"HTTP/1.1 503 Busy\r\nwebhook-delivery: abort-message\r\ncontent-length: 0\r\n\r\n"[..], true),
+            (b"HTTP/1.1 500 Oops\r\nWebhook-Delivery:  Abort-Message \r\ncontent-length: 0\r\n\r\n", true),
+            (b"HTTP/1.1 500 Oops\r\nwebhook-delivery: x, abort-message\r\ncontent-length: 0\r\n\r\n", true),
+            (b"HTTP/1.1 503 Busy\r\nwebhook-delivery: retry\r\ncontent-length: 0\r\n\r\n", false),
+            (b"HTTP/1.1 503 Busy\r\nx-other: abort-message\r\ncontent-length: 0\r\n\r\n", false),
+            (b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n", false),
+        ] {
+            let (head, _) = read(&mut Script::whole(resp)).await.unwrap();
+            assert_eq!(head.abort, abort, "{}", String::from_utf8_lossy(resp));
+        }
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use crate::subscription::{Auth, WebhookSubscription};
 use crate::wire::is_valid_header_value;
 use conn::{Conn, Exchange, Via};
 use connect::{Connector, describe};
-pub use error::{AttemptError, NotSent};
+pub use error::{ABORT_HEADER, ABORT_VALUE, AttemptError, NotSent, StopReason};
 use guard::{NetworkPolicy, Refused};
 pub(crate) use http1::HeadLimits;
 use http1::{Head, ReadError, Request};
@@ -120,6 +120,15 @@ impl Sender {
         let status = head.status;
         if (200..300).contains(&status) {
             Attempt::Delivered { status }
+        } else if status == 410 {
+            Attempt::Failed {
+                error: AttemptError::ReceiverStopped { status, reason: StopReason::Gone },
+                retry_after: None,
+            }
+        } else if head.abort {
+            // The receiver's own word wins over what its status would mean.
+            let error = AttemptError::ReceiverStopped { status, reason: StopReason::AbortHeader };
+            Attempt::Failed { error, retry_after: None }
         } else if (300..400).contains(&status) {
             // Never followed: a redirect could lead past the network guard.
             Attempt::Failed { error: AttemptError::Redirect { status }, retry_after: None }
