@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use background::BackgroundTaskBackend;
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfigError, RedisStreamsBackend, RedisStreamsBuilder};
+pub use redis::{RedisConfigError, RedisSetting, RedisStreamsBackend, RedisStreamsBuilder};
 
 use crate::dead_letter::FailureStore;
 use crate::event::Event;

@@ -59,9 +59,95 @@ pub enum RedisConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A setting is out of range.
-    #[error("invalid Redis Streams setting: {0}")]
-    Invalid(&'static str),
+    /// A setting is out of range or unusable.
+    #[error("invalid Redis Streams setting `{setting}`: {reason}")]
+    Invalid {
+        /// Which setting.
+        setting: RedisSetting,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl RedisConfigError {
+    fn invalid(setting: RedisSetting, reason: &'static str) -> Self {
+        Self::Invalid { setting, reason }
+    }
+
+    /// The setting at fault, for a caller that names it its own way (the
+    /// CLI names its flags); `None` for the URL.
+    pub fn setting(&self) -> Option<RedisSetting> {
+        match self {
+            Self::InvalidUrl { .. } => None,
+            Self::Invalid { setting, .. } => Some(*setting),
+        }
+    }
+}
+
+/// A setting of [`RedisStreamsBuilder`], named in a [`RedisConfigError`].
+/// Displayed as the builder method that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisSetting {
+    /// [`RedisStreamsBuilder::stream`].
+    Stream,
+    /// [`RedisStreamsBuilder::group`].
+    Group,
+    /// [`RedisStreamsBuilder::consumer`].
+    Consumer,
+    /// [`RedisStreamsBuilder::batch_size`].
+    BatchSize,
+    /// [`RedisStreamsBuilder::claim_min_idle`].
+    ClaimMinIdle,
+    /// [`RedisStreamsBuilder::max_deliveries`].
+    MaxDeliveries,
+    /// [`RedisStreamsBuilder::dead_letter_stream`].
+    DeadLetterStream,
+    /// [`RedisStreamsBuilder::dead_letter_max_len`].
+    DeadLetterMaxLen,
+    /// [`RedisStreamsBuilder::timeout`].
+    Timeout,
+    /// [`RedisStreamsBuilder::connect_timeout`].
+    ConnectTimeout,
+    /// [`RedisStreamsBuilder::tls_root_certificates`].
+    TlsRootCertificates,
+}
+
+impl fmt::Display for RedisSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stream => "stream",
+            Self::Group => "group",
+            Self::Consumer => "consumer",
+            Self::BatchSize => "batch_size",
+            Self::ClaimMinIdle => "claim_min_idle",
+            Self::MaxDeliveries => "max_deliveries",
+            Self::DeadLetterStream => "dead_letter_stream",
+            Self::DeadLetterMaxLen => "dead_letter_max_len",
+            Self::Timeout => "timeout",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::TlsRootCertificates => "tls_root_certificates",
+        })
+    }
+}
+
+/// Checks that `pem` holds at least one certificate, and that each is one
+/// rustls can trust: a file of anything else would be taken, and then
+/// every TLS connection would fail.
+fn check_tls_roots(pem: &[u8]) -> Result<(), RedisConfigError> {
+    use tokio_rustls::rustls::RootCertStore;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let invalid = |reason| RedisConfigError::invalid(RedisSetting::TlsRootCertificates, reason);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|_| invalid("not valid PEM"))?;
+        roots.add(cert).map_err(|_| invalid("a certificate in it cannot be read"))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("no certificate in it"));
+    }
+    Ok(())
 }
 
 /// Configures a [`RedisStreamsBackend`]; made by [`RedisStreamsBackend::builder`].
@@ -270,10 +356,14 @@ impl RedisStreamsBuilder {
                 let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
             }
         } else if self.tls_roots.is_some() {
-            return Err(RedisConfigError::Invalid("TLS root certificates need a rediss:// URL"));
+            return Err(RedisConfigError::invalid(
+                RedisSetting::TlsRootCertificates,
+                "TLS root certificates need a rediss:// URL",
+            ));
         }
         let client = match &self.tls_roots {
             Some(pem) => {
+                check_tls_roots(pem)?;
                 let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
                 Client::build_with_tls(self.url.expose(), certs)
             }
@@ -281,25 +371,38 @@ impl RedisStreamsBuilder {
         }
         .map_err(invalid_url)?;
         if self.stream.is_empty() {
-            return Err(RedisConfigError::Invalid("the stream key is empty"));
+            return Err(RedisConfigError::invalid(RedisSetting::Stream, "the stream key is empty"));
         }
         if self.group.is_empty() {
-            return Err(RedisConfigError::Invalid("the group name is empty"));
+            return Err(RedisConfigError::invalid(RedisSetting::Group, "the group name is empty"));
         }
         if self.consumer.as_deref() == Some("") {
-            return Err(RedisConfigError::Invalid("the consumer name is empty"));
+            return Err(RedisConfigError::invalid(RedisSetting::Consumer, "the consumer name is empty"));
         }
-        if self.batch_size == 0 || self.max_deliveries == 0 || self.dead_letter_max_len == 0 {
-            return Err(RedisConfigError::Invalid(
-                "batch size, max deliveries and dead-letter length must be at least 1",
-            ));
+        for (n, setting) in [
+            (self.batch_size as u64, RedisSetting::BatchSize),
+            (self.max_deliveries, RedisSetting::MaxDeliveries),
+            (self.dead_letter_max_len as u64, RedisSetting::DeadLetterMaxLen),
+        ] {
+            if n == 0 {
+                return Err(RedisConfigError::invalid(setting, "must be at least 1"));
+            }
         }
-        if self.claim_min_idle.is_zero() || self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(RedisConfigError::Invalid("claim min-idle, timeout and connect timeout must be positive"));
+        for (d, setting) in [
+            (self.claim_min_idle, RedisSetting::ClaimMinIdle),
+            (self.timeout, RedisSetting::Timeout),
+            (self.connect_timeout, RedisSetting::ConnectTimeout),
+        ] {
+            if d.is_zero() {
+                return Err(RedisConfigError::invalid(setting, "must be positive"));
+            }
         }
         let dead = self.dead_letter_stream.unwrap_or_else(|| format!("{}:dead", self.stream));
         if dead == self.stream {
-            return Err(RedisConfigError::Invalid("the dead-letter stream must differ from the stream"));
+            return Err(RedisConfigError::invalid(
+                RedisSetting::DeadLetterStream,
+                "the dead-letter stream must differ from the stream",
+            ));
         }
         let claim_interval = self
             .claim_interval
@@ -574,6 +677,26 @@ fn default_consumer_name() -> String {
 mod tests {
     use super::*;
 
+    const CA: &[u8] = include_bytes!("../../send/testdata/ca.pem");
+
+    #[test]
+    fn tls_roots_without_a_usable_certificate_are_refused_at_build() {
+        let tls = |pem: &[u8]| RedisStreamsBackend::builder("rediss://127.0.0.1/").tls_root_certificates(pem).build();
+        assert!(tls(CA).is_ok());
+        let key = include_bytes!("../../send/testdata/server.key");
+        let not_a_cert = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        for (pem, why) in [
+            (&b""[..], "no certificate in it"),
+            (b"just some text\n", "no certificate in it"),
+            (&key[..], "no certificate in it"),
+            (&not_a_cert[..], "a certificate in it cannot be read"),
+        ] {
+            let err = tls(pem).expect_err(why);
+            assert_eq!(err.setting(), Some(RedisSetting::TlsRootCertificates), "{err}");
+            assert!(err.to_string().ends_with(why), "{err}");
+        }
+    }
+
     #[test]
     fn urls_are_redacted() {
         assert_eq!(redact_url("redis://:hunter2@h:6379/0"), "redis://:[redacted]@h:6379/0");
@@ -595,11 +718,22 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let url = "redis://127.0.0.1/";
-        assert!(RedisStreamsBackend::builder(url).stream("").build().is_err());
-        assert!(RedisStreamsBackend::builder(url).batch_size(0).build().is_err());
-        assert!(RedisStreamsBackend::builder(url).max_deliveries(0).build().is_err());
-        assert!(RedisStreamsBackend::builder(url).claim_min_idle(Duration::ZERO).build().is_err());
-        assert!(RedisStreamsBackend::builder(url).stream("s").dead_letter_stream("s").build().is_err());
+        let setting = |b: RedisStreamsBuilder| b.build().err().and_then(|e| e.setting());
+        let b = || RedisStreamsBackend::builder(url);
+        assert_eq!(setting(b().stream("")), Some(RedisSetting::Stream));
+        assert_eq!(setting(b().group("")), Some(RedisSetting::Group));
+        assert_eq!(setting(b().consumer("")), Some(RedisSetting::Consumer));
+        assert_eq!(setting(b().batch_size(0)), Some(RedisSetting::BatchSize));
+        assert_eq!(setting(b().max_deliveries(0)), Some(RedisSetting::MaxDeliveries));
+        assert_eq!(setting(b().dead_letter_max_len(0)), Some(RedisSetting::DeadLetterMaxLen));
+        assert_eq!(setting(b().claim_min_idle(Duration::ZERO)), Some(RedisSetting::ClaimMinIdle));
+        assert_eq!(setting(b().timeout(Duration::ZERO)), Some(RedisSetting::Timeout));
+        assert_eq!(setting(b().connect_timeout(Duration::ZERO)), Some(RedisSetting::ConnectTimeout));
+        assert_eq!(setting(b().stream("s").dead_letter_stream("s")), Some(RedisSetting::DeadLetterStream));
+        assert_eq!(setting(b().tls_root_certificates(CA)), Some(RedisSetting::TlsRootCertificates), "needs rediss://");
+        let err = b().group("").build().unwrap_err();
+        assert_eq!(err.to_string(), "invalid Redis Streams setting `group`: the group name is empty");
+        assert_eq!(RedisStreamsBackend::new("http://h/").unwrap_err().setting(), None, "the URL is no setting");
         let b = RedisStreamsBackend::builder(url).stream("s").build().expect("valid");
         assert_eq!(b.dead_letter_stream(), "s:dead");
         assert_eq!(b.group(), "fastapihooks");
