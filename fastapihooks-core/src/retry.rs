@@ -190,6 +190,13 @@ impl Backoff {
         self.failures
     }
 
+    /// True when the last wait was the longest (before jitter): from here
+    /// on the waits no longer grow.
+    pub(crate) fn is_at_max(&self) -> bool {
+        let last = self.failures.saturating_sub(1).min(20);
+        self.failures > 0 && self.base.saturating_mul(1 << last) >= self.max
+    }
+
     /// A success: the next failure waits `base` again.
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
@@ -242,8 +249,18 @@ mod tests {
             assert!(b.next_delay() <= Duration::from_secs(5));
         }
         assert_eq!(b.failures(), 42);
+        assert!(b.is_at_max());
         b.reset();
+        assert!(!b.is_at_max());
         assert!(b.next_delay() <= Duration::from_millis(125));
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let at_max: Vec<bool> = (0..4)
+            .map(|_| {
+                b.next_delay();
+                b.is_at_max()
+            })
+            .collect();
+        assert_eq!(at_max, [false, false, true, true], "100, 200, then 400 ms: the longest");
     }
 
     #[test]

@@ -231,3 +231,54 @@ async fn a_worker_on_a_shared_memory_queue_delivers_and_shuts_down_once() {
     assert_eq!(worker.stats().delivered, 1, "both calls returned only after the delivery");
     assert_eq!(app.stats().published, 1);
 }
+
+/// A backend that is down: every read of its stream fails, until it is
+/// closed; it counts the failed reads.
+struct DownBackend {
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reads: tokio::sync::watch::Sender<usize>,
+}
+
+#[async_trait::async_trait]
+impl fastapihooks::Backend for DownBackend {
+    async fn publish(&self, _: fastapihooks::Event) -> Result<(), fastapihooks::BackendError> {
+        Err(fastapihooks::BackendError::transport("down"))
+    }
+
+    fn consume(
+        &self,
+    ) -> futures_util::stream::BoxStream<'static, Result<fastapihooks::backend::Received, fastapihooks::BackendError>>
+    {
+        use std::sync::atomic::Ordering;
+        let (closed, reads) = (self.closed.clone(), self.reads.clone());
+        let stream = futures_util::stream::poll_fn(move |_| {
+            if closed.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(None);
+            }
+            reads.send_modify(|n| *n += 1);
+            std::task::Poll::Ready(Some(Err(fastapihooks::BackendError::transport("down"))))
+        });
+        Box::pin(stream)
+    }
+
+    async fn close(&self) -> Result<(), fastapihooks::BackendError> {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+// A worker waiting out a failing backend (a pause that grows to seconds)
+// stops at once when shut down: the wait does not run into the deadline.
+#[tokio::test]
+async fn a_worker_waiting_for_a_failing_backend_shuts_down_at_once() {
+    let (reads, mut read) = tokio::sync::watch::channel(0);
+    let backend = DownBackend { closed: Default::default(), reads };
+    let worker = fastapihooks::Worker::builder().backend(backend).start().unwrap();
+    // After the fifth failed read the pause is 1.6 s (± 25 %).
+    tokio::time::timeout(WAIT, read.wait_for(|n| *n >= 5)).await.expect("reads fail").unwrap();
+    let started = std::time::Instant::now();
+    let report = worker.shutdown(WAIT).await;
+    let took = started.elapsed();
+    assert!(report.drained, "nothing was in flight");
+    assert!(took < Duration::from_millis(600), "shutdown took {took:?}, waiting out the pause");
+}

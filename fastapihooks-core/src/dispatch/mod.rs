@@ -35,6 +35,10 @@ use endpoint::Endpoints;
 
 /// The wait between failed reads of the backend: from, up to.
 const CONSUME_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(6));
+/// Once the wait between failed reads stops growing, how often a failure
+/// is logged at warn level (the others at debug): a backend down for hours
+/// is not a line every few seconds.
+const CONSUME_WARN_EVERY: Duration = Duration::from_secs(60);
 /// The wait between failed store look-ups of one event: from, up to.
 const STORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// Store look-ups of one event retried before the event fails (about 9 s
@@ -118,6 +122,10 @@ struct Shared {
     statics: HashMap<String, Arc<[Arc<WebhookSubscription>]>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Cancelled when draining starts, the feed being stopped: a consumer
+    /// waiting out a backend error looks at its stream again at once
+    /// (a closed backend's ends) instead of sleeping into the deadline.
+    draining: CancellationToken,
     /// The dedicated runtime's shards (none: the tasks run where they are
     /// spawned from, on the app's runtime).
     shards: Vec<Shard>,
@@ -392,6 +400,7 @@ impl Dispatcher {
                 statics,
                 tasks: TaskTracker::new(),
                 cancel,
+                draining: CancellationToken::new(),
                 shards,
                 schedule: durable.schedule,
                 failure_store: durable.failures,
@@ -407,6 +416,7 @@ impl Dispatcher {
     pub(crate) async fn drain(&self, stop_at: tokio::time::Instant) -> bool {
         let tasks = &self.shared.tasks;
         tasks.close();
+        self.shared.draining.cancel();
         if tokio::time::timeout_at(stop_at, tasks.wait()).await.is_ok() {
             return true;
         }
@@ -449,6 +459,8 @@ impl Dispatcher {
     async fn consume(self, mut events: BoxStream<'static, Result<Received, BackendError>>) {
         let shared = &self.shared;
         let mut backoff = Backoff::new(CONSUME_BACKOFF.0, CONSUME_BACKOFF.1);
+        let mut last_warned: Option<tokio::time::Instant> = None;
+        let mut woken_by_drain = false;
         loop {
             let item = tokio::select! {
                 biased;
@@ -476,14 +488,31 @@ impl Dispatcher {
                 }
                 Some(Err(e)) => {
                     let wait = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "backend consume error");
+                    let (failures, retry_in_ms) = (backoff.failures(), wait.as_millis() as u64);
+                    // One line per step while the wait grows, then one a
+                    // minute; the failures in between at debug level.
+                    let now = tokio::time::Instant::now();
+                    if !backoff.is_at_max() || last_warned.is_none_or(|at| now - at >= CONSUME_WARN_EVERY) {
+                        last_warned = Some(now);
+                        tracing::warn!(error = %e, failures, retry_in_ms, "backend consume error");
+                    } else {
+                        tracing::debug!(error = %e, failures, retry_in_ms, "backend consume error");
+                    }
+                    // Draining (begun before this wait or during it) cuts
+                    // one wait short: a closed backend's stream then ends;
+                    // one still failing waits its backoff, never spins.
                     tokio::select! {
                         () = shared.cancel.cancelled() => break,
+                        () = shared.draining.cancelled(), if !woken_by_drain => {
+                            woken_by_drain = true;
+                            continue;
+                        }
                         () = tokio::time::sleep(wait) => continue,
                     }
                 }
             };
             backoff.reset();
+            last_warned = None;
             let (event, delivery, ack) = received.into_parts();
             match self.reserve().await {
                 Some(fan_out) => match delivery {

@@ -102,6 +102,8 @@ impl Consumer {
                     if is_connection_error(&e) {
                         self.conn = None;
                         self.inner.connections.forget_shared().await;
+                        let url = &self.inner.config.url;
+                        return Some(Err(BackendError::transport(format!("redis at {url} unreachable: {e}"))));
                     }
                     return Some(Err(self.inner.transport("consume", e)));
                 }
