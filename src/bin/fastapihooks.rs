@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fastapihooks::backend::RedisStreamsBackend;
-use fastapihooks::{MemoryStore, NetworkPolicy, Proxy, Store, Worker};
+use fastapihooks::backend::{RedisConfigError, RedisSetting, RedisStreamsBackend};
+use fastapihooks::{MemoryStore, NetworkPolicy, Proxy, RetryPolicy, Store, Worker};
 
 /// Webhook delivery worker for fastapihooks.
 #[derive(Debug, Parser)]
@@ -85,6 +85,19 @@ struct StartArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     max_deliveries: u64,
 
+    /// The delays before each retry of a failed delivery, comma-separated
+    /// durations with a unit (`ms`, `s`, `m`, `h`, `d`), such as
+    /// `5s,5m,30m,2h`; or `none` for no retries. Each delay is varied by
+    /// up to 20 % (jitter).
+    #[arg(
+        long,
+        env = "FASTAPIHOOKS_RETRY_SCHEDULE",
+        value_name = "DELAYS",
+        default_value = DEFAULT_RETRY_SCHEDULE,
+        value_parser = parse_retry_schedule
+    )]
+    retry_schedule: RetrySchedule,
+
     /// Seconds to finish the deliveries in flight on shutdown (keep it
     /// below --claim-min-idle).
     #[arg(long, default_value_t = 30)]
@@ -131,6 +144,49 @@ struct StartArgs {
     /// Log level.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
+}
+
+/// `RetryPolicy`'s default schedule, as `--retry-schedule` writes it.
+const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// The delays of `--retry-schedule`.
+#[derive(Clone, Debug, PartialEq)]
+struct RetrySchedule(Vec<Duration>);
+
+/// Parses `--retry-schedule`: `none`, or comma-separated durations, each a
+/// positive whole number and a unit.
+fn parse_retry_schedule(value: &str) -> Result<RetrySchedule, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(RetrySchedule(Vec::new()));
+    }
+    if value.is_empty() {
+        return Err("no delays given (write `none` for no retries)".into());
+    }
+    value.split(',').map(|d| parse_delay(d.trim())).collect::<Result<_, _>>().map(RetrySchedule)
+}
+
+/// One delay: `200ms`, `5s`, `5m`, `2h`, `1d`.
+fn parse_delay(delay: &str) -> Result<Duration, String> {
+    let bad = |why: &str| {
+        if delay.is_empty() { format!("an empty delay ({why})") } else { format!("`{delay}`: {why}") }
+    };
+    let digits = delay.find(|c: char| !c.is_ascii_digit()).unwrap_or(delay.len());
+    let (number, unit) = delay.split_at(digits);
+    const FORM: &str = "a delay is a whole number and a unit, ms, s, m, h or d, such as 200ms or 5m";
+    let n: u64 = number.parse().map_err(|_| bad(FORM))?;
+    let millis_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad(FORM)),
+    };
+    if n == 0 {
+        return Err(bad("a delay must be longer than zero"));
+    }
+    n.checked_mul(millis_per).map(Duration::from_millis).ok_or_else(|| bad("too long"))
 }
 
 #[path = "../cli/failures.rs"]
@@ -217,11 +273,15 @@ async fn start(args: StartArgs) -> Result<bool, String> {
         }
         None => backend,
     };
-    let backend = backend.build().map_err(|e| format!("--redis-url: {e}"))?;
+    let backend = backend.build().map_err(|e| redis_error(&e, args.redis_ca_file.as_deref()))?;
+    // Read before anything starts: a secret that cannot be used is an
+    // error, not an unsigned worker.
+    let signing_secret = signing_secret()?;
     let store = open_store(&args.store).await?;
     let mut builder = Worker::builder()
         .backend(backend.clone())
         .store_arc(store)
+        .retry_policy(RetryPolicy::schedule(args.retry_schedule.0))
         .network_policy(network)
         .max_concurrency(args.max_concurrency as usize)
         .per_endpoint_concurrency(args.per_endpoint_concurrency as usize);
@@ -233,9 +293,9 @@ async fn start(args: StartArgs) -> Result<bool, String> {
         let pem = std::fs::read(path).map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
         builder = builder.tls_root_certificates(pem);
     }
-    match std::env::var("FASTAPIHOOKS_SIGNING_SECRET") {
-        Ok(secret) if !secret.is_empty() => builder = builder.signing_secret(secret),
-        _ => tracing::warn!(
+    match signing_secret {
+        Some(secret) => builder = builder.signing_secret(secret),
+        None => tracing::warn!(
             "FASTAPIHOOKS_SIGNING_SECRET is not set: deliveries to subscriptions without a secret of their own are not signed"
         ),
     }
@@ -253,6 +313,39 @@ async fn start(args: StartArgs) -> Result<bool, String> {
     let report = worker.run(shutdown_signal(), Duration::from_secs(args.shutdown_timeout)).await;
     tracing::info!(drained = report.drained, "worker stopped");
     Ok(report.drained)
+}
+
+/// `FASTAPIHOOKS_SIGNING_SECRET`: `None` when unset or empty. A value
+/// that is not UTF-8 is an error (never shown), not a reason to run unsigned.
+fn signing_secret() -> Result<Option<String>, String> {
+    const VAR: &str = "FASTAPIHOOKS_SIGNING_SECRET";
+    match std::env::var_os(VAR) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => match value.into_string() {
+            Ok(secret) => Ok(Some(secret)),
+            Err(_) => Err(format!("{VAR} is not valid UTF-8 (a whsec_ key or another text secret is expected)")),
+        },
+    }
+}
+
+/// A backend error, named by the flag that set what is wrong.
+fn redis_error(e: &RedisConfigError, ca_file: Option<&std::path::Path>) -> String {
+    let flag = match e.setting() {
+        None => "--redis-url".to_owned(),
+        Some(RedisSetting::Stream | RedisSetting::DeadLetterStream) => "--stream".to_owned(),
+        Some(RedisSetting::Group) => "--group".to_owned(),
+        Some(RedisSetting::Consumer) => "--consumer".to_owned(),
+        Some(RedisSetting::ClaimMinIdle) => "--claim-min-idle".to_owned(),
+        Some(RedisSetting::MaxDeliveries) => "--max-deliveries".to_owned(),
+        Some(RedisSetting::TlsRootCertificates) => match ca_file {
+            Some(path) => format!("--redis-ca-file {}", path.display()),
+            None => "--redis-ca-file".to_owned(),
+        },
+        // Settings the CLI leaves at their defaults.
+        Some(_) => return e.to_string(),
+    };
+    format!("{flag}: {e}")
 }
 
 /// The subscription store named by `--store`.
@@ -299,5 +392,62 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_schedules_parse_with_units_and_the_default_is_the_libraries() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_retry_schedule("200ms,1s,1h"), Ok(RetrySchedule(vec![ms(200), ms(1000), ms(3_600_000)])));
+        assert_eq!(
+            parse_retry_schedule(" 5s , 5m,2d "),
+            Ok(RetrySchedule(vec![ms(5000), ms(300_000), ms(172_800_000)]))
+        );
+        assert_eq!(parse_retry_schedule("none"), Ok(RetrySchedule(Vec::new())));
+        let default = parse_retry_schedule(DEFAULT_RETRY_SCHEDULE).unwrap();
+        assert_eq!(default.0, fastapihooks::retry::DEFAULT_SCHEDULE);
+        assert_eq!(RetryPolicy::schedule(default.0), RetryPolicy::default());
+    }
+
+    #[test]
+    fn bad_retry_schedules_say_what_is_wrong() {
+        for (bad, says) in [
+            ("", "no delays given"),
+            ("  ", "no delays given"),
+            ("5s,,1m", "an empty delay"),
+            ("5s,", "an empty delay"),
+            ("0s", "`0s`: a delay must be longer than zero"),
+            ("5", "`5`: a delay is a whole number and a unit"),
+            ("5x", "`5x`: a delay is a whole number and a unit"),
+            ("s", "`s`: a delay is a whole number and a unit"),
+            ("-5s", "`-5s`"),
+            ("1.5s", "`1.5s`"),
+            ("5 s", "`5 s`"),
+            ("5S", "`5S`"),
+            ("99999999999999999999d", "`99999999999999999999d`"),
+            ("9999999999999999d", "`9999999999999999d`: too long"),
+            ("garbage", "`garbage`"),
+        ] {
+            let err = parse_retry_schedule(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn backend_errors_name_the_flag_that_is_wrong() {
+        let flag = |b: fastapihooks::backend::RedisStreamsBuilder| redis_error(&b.build().unwrap_err(), None);
+        let b = || RedisStreamsBackend::builder("redis://127.0.0.1/");
+        assert!(flag(b().stream("")).starts_with("--stream: "));
+        assert!(flag(b().group("")).starts_with("--group: "));
+        assert!(flag(b().consumer("")).starts_with("--consumer: "));
+        assert!(flag(b().tls_root_certificates("x")).starts_with("--redis-ca-file: "));
+        assert!(flag(RedisStreamsBackend::builder("http://:pw@h/")).starts_with("--redis-url: "));
+        let path = std::path::Path::new("/etc/ca.pem");
+        let e = RedisStreamsBackend::builder("rediss://h/").tls_root_certificates("no cert").build().unwrap_err();
+        assert!(redis_error(&e, Some(path)).starts_with("--redis-ca-file /etc/ca.pem: "));
     }
 }

@@ -531,4 +531,133 @@ mod cli {
         assert!(!status.success());
         assert!(err.contains("--tls-ca-file /nonexistent.pem") && !err.contains("panicked"), "{err}");
     }
+
+    /// Each mistake is reported under the flag (or variable) that made it.
+    #[test]
+    fn bad_input_names_the_flag_that_is_wrong() {
+        let Some(bin) = bin() else { return };
+        let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+            let mut cmd = Command::new(bin);
+            cmd.arg("start").args(args).env_remove("FASTAPIHOOKS_REDIS_URL").env_remove("FASTAPIHOOKS_RETRY_SCHEDULE");
+            cmd.env("FASTAPIHOOKS_SIGNING_SECRET", SECRET);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let out = cmd.output().unwrap();
+            assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!err.contains("panicked"), "{err}");
+            err
+        };
+        let redis = ["--redis-url", "redis://127.0.0.1:1/0"];
+        let with = |more: &[&'static str]| [&redis[..], more].concat();
+        for (args, flag) in [
+            (with(&["--stream", ""]), "--stream: "),
+            (with(&["--group", ""]), "--group: "),
+            (with(&["--consumer", ""]), "--consumer: "),
+            (with(&["--redis-ca-file", TEST_CA]), "--redis-ca-file "),
+        ] {
+            let err = run(&args, &[]);
+            assert!(err.contains(flag) && !err.contains("--redis-url"), "{args:?}: {err}");
+        }
+        // A CA file with no certificate in it is refused at start, not at
+        // every connection.
+        let dir = std::env::temp_dir().join(format!("fh-cli-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, content) in [("empty.pem", &b""[..]), ("text.pem", b"no certificate here\n")] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let path = path.to_str().unwrap();
+            let err = run(&["--redis-url", "rediss://127.0.0.1:1/0", "--redis-ca-file", path], &[]);
+            assert!(err.contains(&format!("--redis-ca-file {path}")) && err.contains("no certificate"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A signing secret that is not UTF-8 is an error, not an unsigned worker.
+        let not_utf8 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"whsec_sec\xffret");
+        let err = run(&redis, &[("FASTAPIHOOKS_SIGNING_SECRET", not_utf8)]);
+        assert!(err.contains("FASTAPIHOOKS_SIGNING_SECRET is not valid UTF-8"), "{err}");
+        assert!(!err.contains("whsec_sec"), "the value is never shown: {err}");
+        // --retry-schedule: a clap error naming the flag.
+        for bad in ["", "5s,,1m", "0s", "5", "5x,1m", "soon"] {
+            let err = run(&with(&["--retry-schedule", bad]), &[]);
+            assert!(err.contains("--retry-schedule"), "{bad:?}: {err}");
+        }
+        let err = run(&redis, &[("FASTAPIHOOKS_RETRY_SCHEDULE", std::ffi::OsStr::new("1m,0ms"))]);
+        assert!(err.contains("--retry-schedule") && err.contains("`0ms`"), "{err}");
+    }
+
+    /// `--retry-schedule`: the delays before each retry, or `none`.
+    #[tokio::test]
+    async fn start_retries_on_the_given_schedule_then_gives_up_and_acks() {
+        let url = redis_or_skip!();
+        let Some(bin) = bin() else { return };
+        let rx = Receiver::start().await;
+        rx.script("/down", [Reply::status(503)]);
+        rx.script("/never", [Reply::status(503)]);
+        for (path, schedule, tries) in [("/down", "100ms,300ms", 3), ("/never", "none", 1)] {
+            let key = unique_key("cli-retry");
+            let hooks = Fastapihooks::builder()
+                .backend(backend(&url, &key).build().unwrap())
+                .subscriber("order.created", WebhookSubscription::new(rx.url(path)).unwrap())
+                .build()
+                .unwrap();
+            hooks.send("order.created", &json!({"id": "ord_retry"})).unwrap();
+            let mut child = start_quietly(bin, &["--redis-url", &url, "--stream", &key, "--retry-schedule", schedule]);
+            let hits = rx.wait_for(path, tries, WAIT).await;
+            // Given up: acked, and no further try.
+            let emptied = stream_is_empty(&url, &key).await;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(rx.hits_for(path).len(), tries, "{schedule}");
+            assert!(emptied, "{schedule}: the event was acked once given up");
+            if tries == 3 {
+                let (first, second) = (hits[1].at - hits[0].at, hits[2].at - hits[1].at);
+                assert!(
+                    first >= Duration::from_millis(80) && second >= Duration::from_millis(240),
+                    "{first:?} {second:?}"
+                );
+            }
+            assert!(hooks.shutdown(WAIT).await.drained);
+        }
+    }
+
+    /// Redis unreachable at start: the worker waits for it, logging a line
+    /// per backoff step, and SIGTERM still stops it at once.
+    #[tokio::test]
+    async fn start_with_redis_unreachable_logs_boundedly_and_stops_on_sigterm() {
+        let Some(bin) = bin() else { return };
+        let port = crate::util::closed_port().await;
+        let shutdown_timeout = Duration::from_secs(5);
+        let mut child = Command::new(bin)
+            .args(["start", "--redis-url", &format!("redis://127.0.0.1:{port}/0"), "--log-level", "info"])
+            .args(["--shutdown-timeout", &shutdown_timeout.as_secs().to_string()])
+            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+            .env_remove("FASTAPIHOOKS_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let signalled = std::time::Instant::now();
+        let waited = tokio::task::spawn_blocking(move || {
+            let status = child.wait().unwrap();
+            let took = signalled.elapsed();
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            (status, took, stderr)
+        });
+        let (status, took, stderr) =
+            tokio::time::timeout(shutdown_timeout + WAIT, waited).await.expect("exits after SIGTERM").unwrap();
+        assert!(status.success(), "{status:?}\n{stderr}");
+        assert!(took < shutdown_timeout, "took {took:?} to stop with nothing in flight\n{stderr}");
+        assert!(!stderr.contains("shutdown deadline reached"), "nothing was in flight to cut short:\n{stderr}");
+        let unreachable = stderr.lines().filter(|l| l.contains("unreachable")).count();
+        // 3 s of waiting: backoff steps of 100 ms, 200 ms, 400 ms, ... (and
+        // the backend's own), a line each, not a line per connection attempt.
+        assert!((1..=8).contains(&unreachable), "{unreachable} lines:\n{stderr}");
+        assert!(stderr.contains("worker stopped"), "{stderr}");
+    }
 }
