@@ -300,3 +300,94 @@ async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bound
     assert!(waiting > 0, "the endpoint's overflow waits in Redis");
     assert!(peak > 0 && peak < 128 * 1024, "worker memory stays bounded: {peak} KiB");
 }
+
+/// `fastapihooks failures ...` with `args`: (success, stdout, stderr).
+fn failures_cli(bin: &str, url: &str, stream: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .arg("failures")
+        .args(args)
+        .args(["--redis-url", url, "--stream", stream])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_failures_cli_lists_shows_replays_and_purges_with_confirmation() {
+    let url = redis_or_skip!();
+    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
+        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+        return;
+    };
+    let stream = unique_key("durable-cli");
+    let rx = Receiver::start().await;
+    rx.script("/gone", [Reply::status(422)]);
+    let secret_sub = WebhookSubscription::new(rx.url("/gone"))
+        .map(|s| s.signing_secret("whsec_c2VjcmV0LXRoYXQtbXVzdC1ub3QtbGVhaw=="));
+    let app = Fastapihooks::builder()
+        .backend(backend(&url, &stream).build().unwrap())
+        .subscriber("order.created", secret_sub.unwrap())
+        .build()
+        .unwrap();
+    let first = app.send("order.created", &json!({"n": 1})).unwrap();
+    let second = app.send("order.created", &json!({"n": 2})).unwrap();
+    let w = worker(&url, &stream);
+    let store = backend(&url, &stream).build().unwrap().failures();
+    assert!(
+        eventually(WAIT, || {
+            let store = store.clone();
+            async move { store.list(&fastapihooks::dead_letter::FailureFilter::new()).await.unwrap().len() == 2 }
+        })
+        .await
+    );
+    let (ok, out, err) = failures_cli(bin, &url, &stream, &["list", "--json"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["event_id"], second.as_str(), "newest first");
+    assert_eq!(lines[0]["status"], 422);
+    assert!(!out.contains("c2VjcmV0"), "no secret in the output: {out}");
+    let (ok, out, _) = failures_cli(bin, &url, &stream, &["list", "--event", "order.other"]);
+    assert!(ok && out.is_empty());
+    let newest = lines[0]["id"].as_str().unwrap().to_owned();
+    let oldest = lines[1]["id"].as_str().unwrap().to_owned();
+    let (ok, out, _) = failures_cli(bin, &url, &stream, &["show", &oldest, "--json"]);
+    assert!(ok);
+    let shown: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(shown["event_id"], first.as_str());
+    assert_eq!(shown["payload"], json!({"n": 1}));
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["show", "1-1\r\nforged"]);
+    assert!(!ok && err.contains("\\r\\n"), "an unknown id is an error, printed escaped: {err}");
+
+    // Purge asks first: with no terminal and no --yes it refuses, removing nothing.
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["purge", &newest]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    assert_eq!(store.list(&fastapihooks::dead_letter::FailureFilter::new()).await.unwrap().len(), 2);
+
+    // Replay the oldest: the same webhook-id reaches the receiver, now well.
+    let original = rx
+        .hits_for("/gone")
+        .iter()
+        .find(|h| h.json() == json!({"n": 1}))
+        .unwrap()
+        .header("webhook-id")
+        .unwrap()
+        .to_owned();
+    rx.script("/gone", [Reply::status(200)]);
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["replay", &oldest]);
+    assert!(ok, "{err}");
+    let hits = rx.wait_for("/gone", 3, WAIT).await;
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[2].header("webhook-id"), Some(original.as_str()));
+    assert_eq!(hits[2].status, 200);
+
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["purge", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(store.list(&fastapihooks::dead_letter::FailureFilter::new()).await.unwrap().is_empty());
+    assert!(w.shutdown(Duration::from_secs(2)).await.drained);
+}
