@@ -2,7 +2,8 @@
 //!
 //! By default [`Fastapihooks`](crate::Fastapihooks) needs none: it delivers
 //! in its own process. Given a backend, the app only publishes
-//! ([`Backend::publish`], the publishing side) and sidecar
+//! ([`Backend::publish`], or several events at once with
+//! [`Backend::publish_batch`]: the publishing side) and sidecar
 //! [`Worker`](crate::worker::Worker)s consume ([`Backend::consume`], the
 //! consuming side): each event comes as a [`Received`] that carries its own
 //! ack, called once all the event's deliveries have a final outcome; an
@@ -66,6 +67,29 @@ impl BackendError {
     /// Wraps a transport error.
     pub fn transport(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Transport(err.into())
+    }
+}
+
+/// Why [`Backend::publish_batch`] did not publish every event of a batch:
+/// the error, and the events it did not publish (the others were
+/// published). An event whose fate the backend cannot know (the connection
+/// broke before its reply came) counts as not published: publishing it
+/// again may duplicate it, which at-least-once delivery allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({} of the batch's events not published)", unpublished.len())]
+#[non_exhaustive]
+pub struct PublishBatchError {
+    /// What failed (for the first event that failed, when several did).
+    #[source]
+    pub error: BackendError,
+    /// The events not published, in the batch's order.
+    pub unpublished: Vec<Event>,
+}
+
+impl PublishBatchError {
+    /// A failure of `unpublished`, for `error`.
+    pub fn new(error: BackendError, unpublished: Vec<Event>) -> Self {
+        Self { error, unpublished }
     }
 }
 
@@ -216,6 +240,29 @@ pub trait Backend: Send + Sync + 'static {
     /// its own task.
     async fn publish(&self, event: Event) -> Result<(), BackendError>;
 
+    /// Enqueues several events, in their order, as one operation where the
+    /// transport allows (Redis: one pipelined round trip of `XADD`s). The
+    /// app's pipeline publishes what it has queued this way.
+    ///
+    /// The default publishes them one at a time with
+    /// [`publish`](Backend::publish) and stops at the first failure.
+    ///
+    /// # Errors
+    /// Some events were not published: [`PublishBatchError::unpublished`]
+    /// says which, so that only they are published again.
+    async fn publish_batch(&self, events: Vec<Event>) -> Result<(), PublishBatchError> {
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            // `publish` takes the event: a copy is kept to hand back on failure.
+            if let Err(error) = self.publish(event.clone()).await {
+                let mut unpublished = vec![event];
+                unpublished.extend(events);
+                return Err(PublishBatchError { error, unpublished });
+            }
+        }
+        Ok(())
+    }
+
     /// The events to deliver, each with its ack, for the consumer (a
     /// [`Worker`](crate::worker::Worker)). Called once.
     fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>>;
@@ -236,4 +283,51 @@ pub trait Backend: Send + Sync + 'static {
     /// was published is drained (a durable backend: at once; what it holds
     /// stays there).
     async fn close(&self) -> Result<(), BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::event::Payload;
+
+    /// Takes `room` events, then fails.
+    struct Fails {
+        room: usize,
+        taken: Mutex<Vec<Event>>,
+    }
+
+    #[async_trait]
+    impl Backend for Fails {
+        async fn publish(&self, event: Event) -> Result<(), BackendError> {
+            let mut taken = self.taken.lock().unwrap();
+            if taken.len() == self.room {
+                return Err(BackendError::transport("full"));
+            }
+            taken.push(event);
+            Ok(())
+        }
+
+        fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>> {
+            Box::pin(futures_util::stream::empty())
+        }
+
+        async fn close(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_batch_stops_at_the_first_failure_and_returns_the_rest() {
+        let backend = Fails { room: 2, taken: Mutex::new(Vec::new()) };
+        let events: Vec<Event> = (0..5).map(|n| Event::new(format!("e.{n}"), Payload::null())).collect();
+        let err = backend.publish_batch(events.clone()).await.unwrap_err();
+        assert!(matches!(err.error, BackendError::Transport(_)));
+        assert_eq!(err.to_string(), "backend transport error: full (3 of the batch's events not published)");
+        let names = |es: &[Event]| es.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&err.unpublished), names(&events[2..]));
+        assert_eq!(names(&backend.taken.lock().unwrap()), names(&events[..2]));
+        backend.publish_batch(Vec::new()).await.unwrap();
+    }
 }

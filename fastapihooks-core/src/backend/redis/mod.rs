@@ -2,7 +2,7 @@
 //! sidecar [`Worker`](crate::worker::Worker).
 //!
 //! ```text
-//! app:    publish ─ XADD {stream} * event <json>
+//! app:    publish ─ XADD {stream} * event <json>   (a batch: one pipeline of XADDs, one round trip)
 //! worker: consume ─ XREADGROUP GROUP {group} {consumer} BLOCK .. STREAMS {stream} >   (dedicated connection)
 //!                 └ every claim interval: XAUTOCLAIM entries idle > min-idle (a dead worker's)
 //!         ack ───── each received event's own: XACK + XDEL in one round trip (acked entries do not stay in the stream)
@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::connection::Connections;
 use self::heartbeat::InFlight;
-use super::{Backend, BackendError, Received, RetrySchedule};
+use super::{Backend, BackendError, PublishBatchError, Received, RetrySchedule};
 use crate::dead_letter::{FailureRecord, FailureStore};
 use crate::event::Event;
 use crate::secret::Secret;
@@ -624,6 +624,10 @@ impl RedisStreamsBackend {
 impl Backend for RedisStreamsBackend {
     async fn publish(&self, event: Event) -> Result<(), BackendError> {
         self.inner.publish(event).await
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Result<(), PublishBatchError> {
+        self.inner.publish_batch(events).await
     }
 
     fn consume(&self) -> BoxStream<'static, Result<Received, BackendError>> {
