@@ -54,6 +54,16 @@ pub enum DeliveryError {
     /// The backend refused or lost the event.
     #[error("backend error: {0}")]
     Backend(String),
+    /// The backend was failing and the app's publish spool, where events
+    /// wait for it, was full: this event was not kept (see
+    /// `FastapihooksBuilder::publish_spool`).
+    #[error("publish spool full: {capacity} events already waiting for the backend (last error: {last})")]
+    SpoolFull {
+        /// The spool's capacity.
+        capacity: usize,
+        /// Why the backend was not taking events.
+        last: String,
+    },
 }
 
 impl DeliveryError {
@@ -63,7 +73,7 @@ impl DeliveryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Attempt(e) => e.is_transient(),
-            Self::Store(_) | Self::Backend(_) => true,
+            Self::Store(_) | Self::Backend(_) | Self::SpoolFull { .. } => true,
             _ => false,
         }
     }

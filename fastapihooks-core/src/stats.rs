@@ -15,11 +15,22 @@ pub(crate) struct Stats {
     pub(crate) deferred: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) redelivered: AtomicU64,
+    /// A gauge: events in the publish spool now.
+    pub(crate) spooled: AtomicU64,
+    pub(crate) publish_retries: AtomicU64,
 }
 
 impl Stats {
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: usize) {
+        gauge.store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
@@ -35,6 +46,8 @@ impl Stats {
             deferred: get(&self.deferred),
             failed: get(&self.failed),
             redelivered: get(&self.redelivered),
+            spooled: get(&self.spooled),
+            publish_retries: get(&self.publish_retries),
         }
     }
 }
@@ -66,4 +79,11 @@ pub struct StatsSnapshot {
     pub failed: u64,
     /// Failures queued again by `redeliver` (each one counted once).
     pub redelivered: u64,
+    /// With a queue backend: events waiting in the app's publish spool
+    /// for the backend to take them (a gauge, not a count; 0 while the
+    /// backend keeps up).
+    pub spooled: u64,
+    /// With a queue backend: publishes tried again after a failure, one
+    /// per batch (see `FastapihooksBuilder::publish_spool`).
+    pub publish_retries: u64,
 }

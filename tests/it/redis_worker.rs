@@ -241,7 +241,13 @@ async fn an_event_published_while_redis_is_down_goes_to_on_failure() {
         .connect_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    let hooks = Fastapihooks::builder().backend(b).on_failure(dlq.clone()).build().unwrap();
+    // Kept in the publish spool and published again until given up.
+    let hooks = Fastapihooks::builder()
+        .backend(b)
+        .publish_give_up(Duration::from_millis(200))
+        .on_failure(dlq.clone())
+        .build()
+        .unwrap();
     let id = hooks.send("order.created", &json!({"id": "ord_1"})).unwrap();
     assert!(eventually(WAIT, || async { !dlq.is_empty() }).await, "reported, not silently lost");
     let failure = &dlq.entries()[0];
@@ -280,7 +286,7 @@ async fn a_worker_redelivers_its_failures_and_an_app_republishes_a_failed_publis
         .build()
         .unwrap();
     let lost = InMemoryDeadLetterQueue::new(10);
-    let cut_off = Fastapihooks::builder().backend(down).on_failure(lost.clone()).build().unwrap();
+    let cut_off = Fastapihooks::builder().backend(down).publish_spool(0).on_failure(lost.clone()).build().unwrap();
     let id = cut_off.send("order.created", &json!({"n": 2})).unwrap();
     assert!(eventually(WAIT, || async { !lost.is_empty() }).await);
     hooks.redeliver(lost.drain().remove(0)).await.unwrap();

@@ -11,6 +11,7 @@
 pub mod axum;
 mod buffer;
 mod context;
+mod spool;
 mod transform;
 
 use std::borrow::Cow;
@@ -233,7 +234,9 @@ enum Audience {
 
 /// Where the pipeline hands each event.
 enum Outlet {
+    /// The engine's dispatcher (in-process delivery).
     Engine(Dispatcher),
+    /// A queue backend, through the publish spool.
     Queue(Arc<dyn Backend>),
 }
 
@@ -321,48 +324,28 @@ impl Pipeline {
         }
     }
 
-    /// Transforms one emission and hands the event on; a failure is
-    /// reported. `Err` when `cancel` fired (or the engine was cancelled).
-    async fn publish(&self, outlet: &Outlet, q: Queued, cancel: &CancellationToken) -> Result<(), ()> {
+    /// Transforms one emission and hands the event to the engine's
+    /// dispatcher; a failure is reported. `Err` when `cancel` fired (or the
+    /// engine was cancelled). (With a queue backend, `spool::Publisher`
+    /// publishes instead.)
+    async fn publish(&self, dispatcher: &Dispatcher, q: Queued, cancel: &CancellationToken) -> Result<(), ()> {
         let Ok(event) = self.event(q) else { return Ok(()) };
-        let error = match outlet {
-            Outlet::Engine(dispatcher) => {
-                // The reservation first: it is usually free at once, and
-                // the token, never polled then, costs no lock.
-                let fan_out = tokio::select! {
-                    biased;
-                    fan_out = dispatcher.reserve() => fan_out,
-                    () = cancel.cancelled() => None,
-                };
-                match fan_out {
-                    Some(fan_out) => {
-                        Stats::inc(&self.stats.published);
-                        fan_out.start(Arc::new(event), Acker::none());
-                        return Ok(());
-                    }
-                    None => None,
-                }
-            }
-            Outlet::Queue(backend) => {
-                let published = tokio::select! {
-                    biased;
-                    r = backend.publish(event.clone()) => r.map_err(Some),
-                    () = cancel.cancelled() => Err(None),
-                };
-                match published {
-                    Ok(()) => {
-                        Stats::inc(&self.stats.published);
-                        return Ok(());
-                    }
-                    Err(e) => e.map(|e| DeliveryError::Backend(e.to_string())),
-                }
-            }
+        // The reservation first: it is usually free at once, and the
+        // token, never polled then, costs no lock.
+        let fan_out = tokio::select! {
+            biased;
+            fan_out = dispatcher.reserve() => fan_out,
+            () = cancel.cancelled() => None,
         };
-        let cancelled = error.is_none();
-        let error = error.unwrap_or(DeliveryError::Shutdown { last: None });
+        if let Some(fan_out) = fan_out {
+            Stats::inc(&self.stats.published);
+            fan_out.start(Arc::new(event), Acker::none());
+            return Ok(());
+        }
+        let error = DeliveryError::Shutdown { last: None };
         tracing::error!(event_id = %event.id, error = %error, "could not publish event");
         self.fail(DeliveryFailure::of_event(Arc::new(event), error));
-        if cancelled { Err(()) } else { Ok(()) }
+        Err(())
     }
 
     /// Turns queued emissions into published events until the intake closes
@@ -375,7 +358,7 @@ impl Pipeline {
     /// nothing, and delays delivery by at most a millisecond or two.
     async fn run(
         self: Arc<Self>,
-        outlet: Outlet,
+        dispatcher: Dispatcher,
         mut rx: mpsc::Receiver<Queued>,
         intake_closed: CancellationToken,
         cancel: CancellationToken,
@@ -393,7 +376,7 @@ impl Pipeline {
                 match rx.try_recv() {
                     Ok(q) => {
                         idle_polls = 0;
-                        if self.publish(&outlet, q, &cancel).await.is_err() {
+                        if self.publish(&dispatcher, q, &cancel).await.is_err() {
                             break 'run;
                         }
                     }
@@ -425,7 +408,7 @@ impl Pipeline {
                 q = rx.recv() => match q { Some(q) => q, None => break },
             };
             idle_polls = 0;
-            if self.publish(&outlet, q, &cancel).await.is_err() {
+            if self.publish(&dispatcher, q, &cancel).await.is_err() {
                 break;
             }
         }
@@ -433,11 +416,6 @@ impl Pipeline {
         rx.close();
         while let Ok(q) = rx.try_recv() {
             self.reject(q, DeliveryError::Shutdown { last: None });
-        }
-        if let Outlet::Queue(backend) = outlet
-            && let Err(e) = backend.close().await
-        {
-            tracing::warn!(error = %e, "backend close failed");
         }
     }
 }
@@ -670,12 +648,19 @@ pub struct FastapihooksBuilder {
     backend: Option<Arc<dyn Backend>>,
     default_owner: Option<String>,
     queue_capacity: usize,
+    spool: spool::SpoolConfig,
     engine: EngineConfig,
 }
 
 impl Default for FastapihooksBuilder {
     fn default() -> Self {
-        Self { backend: None, default_owner: None, queue_capacity: 16_384, engine: EngineConfig::default() }
+        Self {
+            backend: None,
+            default_owner: None,
+            queue_capacity: 16_384,
+            spool: spool::SpoolConfig::default(),
+            engine: EngineConfig::default(),
+        }
     }
 }
 
@@ -691,6 +676,8 @@ impl fmt::Debug for FastapihooksBuilder {
             .field("network", &e.network)
             .field("timeout", &e.timeout)
             .field("queue_capacity", &self.queue_capacity)
+            .field("publish_spool", &self.spool.capacity)
+            .field("publish_give_up", &self.spool.give_up)
             .finish_non_exhaustive()
     }
 }
@@ -737,6 +724,35 @@ impl FastapihooksBuilder {
         self
     }
 
+    /// With a queue backend: how many events may wait in memory, in the
+    /// publish spool, while the backend fails (default 16,384). Such events
+    /// are published again with a backoff (50 ms, doubling up to 2 s, with
+    /// jitter) until the backend takes them; past the spool's capacity an
+    /// event goes to `on_failure` at once as
+    /// [`DeliveryError::SpoolFull`], and one that waited longer than
+    /// [`publish_give_up`](Self::publish_give_up) as
+    /// [`DeliveryError::Backend`]. 0 turns the spool off: a failed publish
+    /// goes to `on_failure` at once. Without a backend there is no spool.
+    ///
+    /// The spool is in memory: events in it are lost if the process dies,
+    /// and reported as shut down by [`Fastapihooks::shutdown`] if they are
+    /// still there at its deadline. `stats().spooled` says how many wait.
+    #[must_use]
+    pub fn publish_spool(mut self, n: usize) -> Self {
+        self.spool.capacity = n;
+        self
+    }
+
+    /// With a queue backend: how long an event may wait in the publish
+    /// spool before it is given up and handed to `on_failure` (default 60
+    /// s, counted from its first failed publish). See
+    /// [`publish_spool`](Self::publish_spool).
+    #[must_use]
+    pub fn publish_give_up(mut self, after: Duration) -> Self {
+        self.spool.give_up = after;
+        self
+    }
+
     /// Starts the runtime's tasks. Call inside a Tokio runtime.
     ///
     /// # Errors
@@ -769,12 +785,20 @@ impl FastapihooksBuilder {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let intake_closed = CancellationToken::new();
         let cancel = CancellationToken::new();
-        // In-process, the pipeline runs where deliveries do: the transform,
-        // and the fan-out it starts, stay off the app's threads.
-        let run = pipeline.clone().run(outlet, rx, intake_closed.clone(), cancel.clone());
-        let task = match &delivery {
-            Delivery::InProcess(engine) => engine.spawn(run),
-            Delivery::Queue(..) => tokio::spawn(run),
+        let task = match outlet {
+            Outlet::Engine(dispatcher) => {
+                let run = pipeline.clone().run(dispatcher, rx, intake_closed.clone(), cancel.clone());
+                // In-process, the pipeline runs where deliveries do: the
+                // transform, and the fan-out it starts, stay off the app's threads.
+                match &delivery {
+                    Delivery::InProcess(engine) => engine.spawn(run),
+                    Delivery::Queue(..) => tokio::spawn(run),
+                }
+            }
+            Outlet::Queue(backend) => {
+                let publisher = spool::Publisher::new(pipeline.clone(), backend, self.spool);
+                tokio::spawn(publisher.run(rx, intake_closed.clone(), cancel.clone()))
+            }
         };
         Ok(Fastapihooks {
             inner: Arc::new(Inner {
