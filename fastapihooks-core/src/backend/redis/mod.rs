@@ -461,9 +461,12 @@ impl RedisStreamsBuilder {
 ///   error and goes on.
 ///
 /// When Redis cannot take an event (down, out of memory with the
-/// `noeviction` policy), `publish` returns [`BackendError::Transport`] and
-/// the app's pipeline hands the event to `on_failure`: it is reported, not
-/// silently lost. Events carry their static subscribers, secrets included:
+/// `noeviction` policy), `publish` returns [`BackendError::Transport`]
+/// (`publish_batch`: for the events concerned); the app's pipeline keeps
+/// the event in its publish spool and publishes it again, and hands it to
+/// `on_failure` if the spool is full or the give-up time passes
+/// (`FastapihooksBuilder::publish_spool`): it is reported, not silently
+/// lost. Events carry their static subscribers, secrets included:
 /// protect Redis like the subscription store.
 ///
 /// `Debug` and every log line show the URL with its password redacted.
