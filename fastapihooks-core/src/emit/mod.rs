@@ -610,8 +610,11 @@ impl Fastapihooks {
 
     /// Stops intake and waits, up to `deadline`, until every queued event
     /// and every pending delivery (retries included) is delivered or handed
-    /// to `on_failure`. Whatever is still pending at the deadline is handed
-    /// to `on_failure` as shut down. Then the HTTP connections close.
+    /// to `on_failure`; with a queue backend, until every queued or spooled
+    /// event is published (the spool is published again while the backend
+    /// fails, see [`FastapihooksBuilder::publish_spool`]). Whatever is still
+    /// pending at the deadline is handed to `on_failure` as shut down. Then
+    /// the HTTP connections close.
     ///
     /// After shutdown `emit` refuses new events (reporting them). A second
     /// call waits for the first to finish and returns the same report.
