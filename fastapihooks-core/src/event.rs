@@ -14,6 +14,11 @@ use crate::subscription::WebhookSubscription;
 ///
 /// The id is made when the event is emitted and stays the same on every
 /// retry of every delivery of the event, so receivers can de-duplicate.
+///
+/// An id travels in headers (`webhook-id`), in signatures and in logs, so a
+/// queue backend accepts only well-formed ones (see [`EventId::is_well_formed`]):
+/// 1 to [`MAX_EVENT_ID_LEN`] characters from `A-Z a-z 0-9 _ - . :`. The ids
+/// [`EventId::new`] makes always are.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(String);
@@ -39,7 +44,28 @@ impl EventId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// True when the id is 1 to [`MAX_EVENT_ID_LEN`] characters from
+    /// `A-Z a-z 0-9 _ - . :`: safe in a header, a URL and a log line as it
+    /// is. A queue backend refuses other ids, whether it is publishing them
+    /// or reading them back.
+    ///
+    /// ```
+    /// use fastapihooks_core::EventId;
+    /// assert!(EventId::new().is_well_formed());
+    /// assert!(!EventId::from_string("evt_1\r\nforged").is_well_formed());
+    /// ```
+    pub fn is_well_formed(&self) -> bool {
+        let id = self.0.as_bytes();
+        !id.is_empty()
+            && id.len() <= MAX_EVENT_ID_LEN
+            && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    }
 }
+
+/// The longest [`EventId`] a queue backend accepts, in bytes (the ids
+/// [`EventId::new`] makes are 36).
+pub const MAX_EVENT_ID_LEN: usize = 128;
 
 impl Default for EventId {
     fn default() -> Self {

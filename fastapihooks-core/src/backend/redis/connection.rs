@@ -1,4 +1,8 @@
 //! Connections to Redis: the shared one, re-made once when found broken, and the consumer's own.
+//!
+//! The shared connection has a response timeout of its own. The consumer's
+//! has none (a blocking read may wait longer than any timeout), so every
+//! command on it goes through [`within`]: a frozen Redis cannot hang a step.
 
 use std::time::Duration;
 
@@ -73,5 +77,22 @@ impl Connections {
         let options =
             AsyncConnectionConfig::new().set_connection_timeout(Some(self.connect_timeout)).set_response_timeout(None);
         self.client.get_multiplexed_async_connection_with_config(&options).await
+    }
+}
+
+/// Waits for `reply` (a command on the consumer's own connection) at most
+/// `limit`. Past it, an I/O "timed out" error: a transport error, so the
+/// connection is dropped and the step retried after a backoff, like any other.
+pub(super) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    reply: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(limit, reply).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            let message = format!("{what} got no answer within {} ms", limit.as_millis());
+            Err(RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
+        }
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::DropGuard;
 
 use super::ack::EntryAck;
 use super::claim::Claims;
+use super::connection::within;
 use super::reply::{Entry, is_connection_error, is_nogroup, read_reply_entries};
 use super::{Inner, dead_letter, heartbeat, schedule};
 use crate::backend::{Acker, BackendError, Received};
@@ -125,14 +126,9 @@ impl Consumer {
             conn
         };
         if !self.group_ready {
-            let created = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&config.stream)
-                .arg(&config.group)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async::<Value>(&mut conn)
-                .await;
+            let mut create = redis::cmd("XGROUP");
+            create.arg("CREATE").arg(&config.stream).arg(&config.group).arg("0").arg("MKSTREAM");
+            let created = within(config.timeout, "XGROUP CREATE", create.query_async::<Value>(&mut conn)).await;
             match created {
                 Ok(_) => tracing::info!(stream = %config.stream, group = %config.group, "created consumer group"),
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
@@ -185,7 +181,11 @@ impl Consumer {
     }
 
     /// Turns raw entries into ready items: events are tracked and handed
-    /// out; malformed or exhausted ones are dead-lettered and reported.
+    /// out; malformed or exhausted ones are dead-lettered and reported. An
+    /// entry whose dead-lettering fails stays pending (it is claimed again
+    /// later) and the others are still handed out; the first such failure
+    /// is returned once the batch is done, and the entries after it are not
+    /// tried (Redis just failed one write).
     async fn take(
         &mut self,
         conn: &mut MultiplexedConnection,
@@ -194,16 +194,27 @@ impl Consumer {
     ) -> Result<(), RedisError> {
         let config = &self.inner.config;
         let max = config.max_deliveries;
+        let mut failed: Option<RedisError> = None;
         for entry in entries {
             let deliveries = counts.and_then(|c| c.get(entry.id()).copied()).unwrap_or(1);
             let decoded = match entry.field(schedule::DELIVERY_FIELD) {
-                Some(record) => schedule::decode_due(conn, config, &entry, record).await?.map(|(e, d)| (e, Some(d))),
-                None => entry.decode().map(|e| (e, None)),
+                Some(record) => match schedule::decode_due(conn, config, &entry, record).await {
+                    Ok(decoded) => decoded.map(|(e, d)| (e, Some(d))),
+                    // The event's copy could not be read: the entry stays
+                    // pending, and is claimed again later.
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        continue;
+                    }
+                },
+                None => entry.decode(config.max_event_bytes).map(|e| (e, None)),
             };
-            match decoded {
+            let reported = match decoded {
                 Ok((event, _)) if deliveries > max => {
-                    let reported = dead_letter::poison(conn, config, &entry, event, deliveries).await?;
-                    self.ready.push_back(Err(reported));
+                    if failed.is_some() {
+                        continue;
+                    }
+                    dead_letter::poison(conn, config, &entry, event, deliveries).await
                 }
                 Ok((event, due)) => {
                     self.inner.in_flight.track(entry.id());
@@ -214,13 +225,27 @@ impl Consumer {
                         None => Received::new(event, ack),
                     };
                     self.ready.push_back(Ok(item));
+                    continue;
                 }
                 Err(why) => {
-                    let reported = dead_letter::malformed(conn, config, &entry, &why, deliveries).await?;
-                    self.ready.push_back(Err(reported));
+                    if failed.is_some() {
+                        continue;
+                    }
+                    dead_letter::malformed(conn, config, &entry, &why, deliveries).await
+                }
+            };
+            match reported {
+                Ok(reported) => self.ready.push_back(Err(reported)),
+                Err(e) => {
+                    tracing::warn!(
+                        entry_id = %entry.log_id(),
+                        error = %e,
+                        "could not move an entry to the dead-letter stream; it stays pending and is claimed again later"
+                    );
+                    failed = Some(e);
                 }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }

@@ -4,6 +4,7 @@ use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 
 use super::Config;
+use super::connection::within;
 use super::reply::Entry;
 use crate::backend::BackendError;
 use crate::event::Event;
@@ -23,8 +24,8 @@ pub(super) async fn poison(
     Ok(BackendError::DeadLettered { event: Box::new(event), reason })
 }
 
-/// Sets aside an entry that is not an event (`why` says what is wrong);
-/// returns what the consume stream reports.
+/// Sets aside an entry that is not an event (`why` says what is wrong, in
+/// words safe to log); returns what the consume stream reports.
 pub(super) async fn malformed(
     conn: &mut MultiplexedConnection,
     config: &Config,
@@ -32,11 +33,12 @@ pub(super) async fn malformed(
     why: &str,
     deliveries: u64,
 ) -> Result<BackendError, RedisError> {
-    let reason = format!("stream entry {} is not a fastapihooks event: {why}", entry.id());
+    let entry_id = entry.log_id();
+    let reason = format!("stream entry {entry_id} is not a fastapihooks event: {why}");
     move_entry(conn, config, entry, &reason, deliveries).await?;
     tracing::error!(
         stream = %config.stream,
-        entry_id = %entry.id(),
+        entry_id = %entry_id,
         dead_letter_stream = %config.dead,
         error = %why,
         "malformed stream entry moved to the dead-letter stream"
@@ -44,7 +46,13 @@ pub(super) async fn malformed(
     Ok(BackendError::Codec(format!("{reason}; moved to {}", config.dead)))
 }
 
-/// Copies an entry to the dead-letter stream and acks it, atomically.
+/// The most field/value pairs of an entry copied to the dead-letter stream.
+const MAX_COPIED_FIELDS: usize = 1000;
+
+/// Copies an entry to the dead-letter stream and acks it, atomically: in a
+/// script, since in a `MULTI` a failed `XADD` (the dead-letter key holds
+/// something else) would not stop the `XACK` and `XDEL` after it, and the
+/// entry would be lost. Here a failure leaves it pending, to be claimed again.
 async fn move_entry(
     conn: &mut MultiplexedConnection,
     config: &Config,
@@ -52,23 +60,41 @@ async fn move_entry(
     reason: &str,
     deliveries: u64,
 ) -> Result<(), RedisError> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let xadd = pipe.cmd("XADD").arg(&config.dead).arg("MAXLEN").arg("~").arg(config.dead_max_len).arg("*");
-    for (field, value) in entry.fields() {
-        xadd.arg(field).arg(value);
+    // KEYS: stream, dead-letter stream. ARGV: group, entry id, max length,
+    // then the fields to copy, as field/value pairs.
+    const SCRIPT: &str = r"
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('XDEL', KEYS[1], ARGV[2])
+        return 1";
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(SCRIPT)
+        .arg(2)
+        .arg(&config.stream)
+        .arg(&config.dead)
+        .arg(&config.group)
+        .arg(entry.id())
+        .arg(config.dead_max_len);
+    // Lua's `unpack` takes a few thousand values at most: an entry with
+    // more fields keeps its first ones, and says how many it lost.
+    let mut dropped = 0usize;
+    for (n, (field, value)) in entry.fields().enumerate() {
+        if n < MAX_COPIED_FIELDS {
+            cmd.arg(field).arg(value);
+        } else {
+            dropped += 1;
+        }
     }
-    xadd.arg("dead_reason")
+    if dropped > 0 {
+        cmd.arg("dead_fields_dropped").arg(dropped);
+    }
+    cmd.arg("dead_reason")
         .arg(reason)
         .arg("dead_entry_id")
         .arg(entry.id())
         .arg("dead_deliveries")
         .arg(deliveries)
         .arg("dead_group")
-        .arg(&config.group)
-        .ignore();
-    pipe.cmd("XACK").arg(&config.stream).arg(&config.group).arg(entry.id()).ignore();
-    pipe.cmd("XDEL").arg(&config.stream).arg(entry.id()).ignore();
-    pipe.query_async::<()>(conn).await?;
-    Ok(())
+        .arg(&config.group);
+    within(config.timeout, "dead-letter move", cmd.query_async::<()>(conn)).await
 }

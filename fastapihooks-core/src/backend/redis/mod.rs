@@ -13,8 +13,8 @@
 //! the dead-letter stream (`{stream}:dead` by default) and acked.
 
 // One file a stage of the flow: publish -> consume (claim, with its
-// cleanup; heartbeat) -> ack, or dead_letter. Beneath them all: connection
-// and reply.
+// cleanup; heartbeat) -> ack, or dead_letter. Beneath them all: connection,
+// reply and validate (what is read from Redis is untrusted).
 mod ack;
 mod claim;
 mod cleanup;
@@ -26,6 +26,7 @@ mod heartbeat;
 mod publish;
 mod reply;
 mod schedule;
+mod validate;
 
 use std::fmt;
 use std::sync::Arc;
@@ -164,6 +165,7 @@ pub struct RedisStreamsBuilder {
     retry_poll_interval: Duration,
     failures_max_len: usize,
     max_deliveries: u64,
+    max_event_bytes: usize,
     dead_letter_stream: Option<String>,
     dead_letter_max_len: usize,
     timeout: Duration,
@@ -274,6 +276,16 @@ impl RedisStreamsBuilder {
         self
     }
 
+    /// The largest event accepted, as the JSON of the stream entry's `event`
+    /// field, in bytes (default 4 MiB, at least 1 KiB). A larger event is
+    /// refused by `publish` (reported to the app's `on_failure`) and, found
+    /// in the stream, dead-lettered as malformed.
+    #[must_use]
+    pub fn max_event_bytes(mut self, n: usize) -> Self {
+        self.max_event_bytes = n;
+        self
+    }
+
     /// The dead-letter stream (default: the stream key followed by `:dead`).
     #[must_use]
     pub fn dead_letter_stream(mut self, key: impl Into<String>) -> Self {
@@ -289,9 +301,11 @@ impl RedisStreamsBuilder {
         self
     }
 
-    /// Time limit of one command on the shared connection (publish, ack,
-    /// claims; default 5 s). The blocking read has none of its own: it is
-    /// bounded by the block time plus this.
+    /// Time limit of one command (default 5 s): publish, ack and heartbeat
+    /// on the shared connection, and group creation, claims, clean-up and
+    /// dead-lettering on the consumer's own, so a Redis that stops answering
+    /// is a transport error, not a hung step. The blocking read is bounded
+    /// by the block time plus this.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -425,6 +439,7 @@ impl RedisStreamsBuilder {
             failures,
             failures_max_len: self.failures_max_len.max(1),
             max_deliveries: self.max_deliveries,
+            max_event_bytes: self.max_event_bytes.max(1024),
             dead,
             dead_max_len: self.dead_letter_max_len,
             timeout: self.timeout,
@@ -505,6 +520,7 @@ struct Config {
     failures: String,
     failures_max_len: usize,
     max_deliveries: u64,
+    max_event_bytes: usize,
     dead: String,
     dead_max_len: usize,
     timeout: Duration,
@@ -559,6 +575,7 @@ impl RedisStreamsBackend {
             retry_poll_interval: Duration::from_millis(250),
             failures_max_len: 100_000,
             max_deliveries: 5,
+            max_event_bytes: 4 << 20,
             dead_letter_stream: None,
             dead_letter_max_len: 100_000,
             timeout: Duration::from_secs(5),

@@ -3,6 +3,7 @@
 
 use redis::Value;
 
+use super::validate::event_error;
 use super::{EVENT_FIELD, Inner};
 use crate::backend::{BackendError, PublishBatchError};
 use crate::event::Event;
@@ -12,7 +13,19 @@ impl Inner {
         if self.closed.is_cancelled() {
             return Err(BackendError::Closed);
         }
+        // What a worker would refuse is refused here, where the app's
+        // on_failure hears of it at once.
+        if let Some(why) = event_error(&event) {
+            return Err(BackendError::Codec(format!("event not published: {why}")));
+        }
         let json = serde_json::to_vec(&event).map_err(|e| BackendError::Codec(e.to_string()))?;
+        let max = self.config.max_event_bytes;
+        if json.len() > max {
+            let size = json.len();
+            return Err(BackendError::Codec(format!(
+                "event not published: it is {size} bytes, over the limit of {max}"
+            )));
+        }
         let stream = &self.config.stream;
         self.connections
             .with_shared(|mut conn| {

@@ -3,6 +3,7 @@
 use redis::{RedisError, Value};
 
 use super::EVENT_FIELD;
+use super::validate::{escaped, event_error, is_entry_id, sanitized};
 use crate::event::Event;
 
 /// One stream entry as read: its id and field/value pairs.
@@ -27,19 +28,40 @@ impl Entry {
         self.fields.iter().find(|(f, _)| f == name.as_bytes()).map(|(_, v)| v.as_slice())
     }
 
+    /// The id as it may be logged: as it is when it is `<ms>-<seq>`, else
+    /// escaped (it comes from Redis, like everything else here).
+    pub(super) fn log_id(&self) -> String {
+        if is_entry_id(&self.id) { self.id.clone() } else { escaped(&self.id) }
+    }
+
     /// The field/value pairs, in stream order.
     pub(super) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))
     }
 
-    pub(super) fn decode(&self) -> Result<Event, String> {
+    /// The event this entry holds, checked (see [`event_error`]): its
+    /// `event` field, at most `max_bytes` long. The error says why not, in
+    /// words safe to log: a refused value is never quoted raw.
+    pub(super) fn decode(&self, max_bytes: usize) -> Result<Event, String> {
+        if !is_entry_id(&self.id) {
+            return Err(format!("its entry id {} is not `<ms>-<seq>`", escaped(&self.id)));
+        }
         let json = self
             .fields
             .iter()
             .find(|(f, _)| f == EVENT_FIELD.as_bytes())
             .map(|(_, v)| v)
             .ok_or_else(|| format!("no `{EVENT_FIELD}` field"))?;
-        serde_json::from_slice(json).map_err(|e| e.to_string())
+        if json.len() > max_bytes {
+            return Err(format!("its `{EVENT_FIELD}` field is {} bytes, over the limit of {max_bytes}", json.len()));
+        }
+        // serde's messages may quote parts of the input (an unknown variant,
+        // say): escaped too.
+        let event: Event = serde_json::from_slice(json).map_err(|e| sanitized(&e.to_string()))?;
+        match event_error(&event) {
+            None => Ok(event),
+            Some(why) => Err(why),
+        }
     }
 
     /// Reads `[id, [field, value, ...]]`; `None` when the shape is wrong.
@@ -95,6 +117,11 @@ pub(super) fn autoclaim_reply(reply: Value) -> (String, Vec<Entry>) {
     (cursor, entries)
 }
 
+/// `XCLAIM`'s entries (those deleted meanwhile are left out by Redis).
+pub(super) fn claim_reply(reply: &Value) -> Vec<Entry> {
+    as_array(reply).unwrap_or(&[]).iter().filter_map(Entry::parse).collect()
+}
+
 pub(super) fn as_array(v: &Value) -> Option<&[Value]> {
     match v {
         Value::Array(items) | Value::Set(items) => Some(items),
@@ -144,7 +171,7 @@ mod tests {
             let entries = read_reply_entries(reply);
             assert_eq!(entries.len(), 1);
             assert_eq!(entries[0].id, "1-0");
-            assert!(entries[0].decode().is_err(), "`{{}}` is no event");
+            assert!(entries[0].decode(1024).is_err(), "`{{}}` is no event");
         }
         let claimed = Value::Array(vec![bulk("0-0"), Value::Array(vec![entry]), Value::Array(vec![])]);
         let (cursor, entries) = autoclaim_reply(claimed);
