@@ -29,8 +29,8 @@ impl InFlight {
         lock(&self.0).remove(id);
     }
 
-    pub(super) fn len(&self) -> usize {
-        lock(&self.0).len()
+    pub(super) fn is_tracked(&self, id: &str) -> bool {
+        lock(&self.0).contains(id)
     }
 
     /// `entries` without those this consumer is already delivering.
@@ -44,9 +44,37 @@ impl InFlight {
     }
 }
 
-/// Resets the idle time of the entries this consumer is delivering, every
-/// third of the claim min-idle, so that no other worker claims them. Stops
-/// when the returned guard is dropped (with the consume stream).
+/// Resets the idle time of the entries this consumer is delivering and
+/// still owns: `XCLAIM ... 0 JUSTID` (which leaves the delivery count
+/// alone) of those that `XPENDING` lists under this consumer's name, in one
+/// script, so the check and the reset see the same state.
+///
+/// Why the check: a plain `XCLAIM` with min-idle 0 takes an entry whoever
+/// holds it. When this worker stalled (a long pause, Redis unreachable)
+/// past the claim min-idle, another one rightly claimed its entries and is
+/// delivering them; taking them back would make that worker's heartbeat
+/// fail the same way in turn, and leave the entry with whichever of the two
+/// stops first. A min-idle above 0 does not help: the other worker's own
+/// heartbeat keeps the entry as fresh as ours would. The entry stays in
+/// `InFlight` all the same: this worker's delivery goes on, and its ack
+/// (`XACK` does not check the owner) settles the entry for both.
+///
+/// KEYS: the stream. ARGV: group, consumer, the ids.
+const REFRESH: &str = r"
+    local mine = {}
+    for i = 3, #ARGV do
+        local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+        if #held > 0 then mine[#mine + 1] = ARGV[i] end
+    end
+    local count = #mine
+    if count == 0 then return 0 end
+    mine[count + 1] = 'JUSTID'
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(mine))
+    return count";
+
+/// Refreshes the entries this consumer is delivering (see [`REFRESH`]),
+/// every third of the claim min-idle, so that no other worker claims them.
+/// Stops when the returned guard is dropped (with the consume stream).
 pub(super) fn start(inner: Arc<Inner>) -> DropGuard {
     let stop = CancellationToken::new();
     let guard = stop.clone().drop_guard();
@@ -63,12 +91,12 @@ pub(super) fn start(inner: Arc<Inner>) -> DropGuard {
                 let touched = inner
                     .connections
                     .with_shared(|mut conn| async move {
-                        let mut cmd = redis::cmd("XCLAIM");
-                        cmd.arg(&config.stream).arg(&config.group).arg(&config.consumer).arg(0);
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(REFRESH).arg(1).arg(&config.stream).arg(&config.group).arg(&config.consumer);
                         for id in chunk {
                             cmd.arg(id);
                         }
-                        cmd.arg("JUSTID").query_async::<Value>(&mut conn).await.map(drop)
+                        cmd.query_async::<Value>(&mut conn).await.map(drop)
                     })
                     .await;
                 if let Err(e) = touched {
