@@ -280,9 +280,16 @@ impl EventDone {
         if ack.is_none() || self.abandoned.load(Ordering::Relaxed) {
             return;
         }
+        // An ack may keep trying while the backend is unreachable; at the
+        // shutdown deadline it is given up (the event stays unacked, so a
+        // durable backend hands it out again), or shutdown would wait for it.
+        let cancel = shared.cancel.clone();
         shared.tasks.spawn(async move {
-            if let Err(e) = ack.ack().await {
-                tracing::warn!(error = %e, "could not ack event");
+            tokio::select! {
+                acked = ack.ack() => if let Err(e) = acked {
+                    tracing::warn!(error = %e, "could not ack event");
+                },
+                () = cancel.cancelled() => tracing::debug!("ack given up at the shutdown deadline"),
             }
         });
     }
