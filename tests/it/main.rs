@@ -19,6 +19,8 @@ mod redis_backend;
 #[cfg(feature = "redis")]
 mod redis_durable;
 #[cfg(feature = "redis")]
+mod redis_failures;
+#[cfg(feature = "redis")]
 mod redis_publish;
 #[cfg(feature = "redis")]
 mod redis_util;

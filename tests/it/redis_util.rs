@@ -188,6 +188,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered, as with a partition that drops packets. [`thaw`](Self::thaw) undoes it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again on the same port, with the same data.
     pub async fn restart(&mut self) {
         self.kill();
@@ -206,4 +223,48 @@ fn binary() -> Option<PathBuf> {
     let from_path = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("redis-server")).find(|p| p.is_file()));
     from_path.or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file()))
+}
+
+/// A fake Redis on 127.0.0.1 that answers `+OK` to every command except
+/// those named in `silent`, which it reads and never answers: a Redis that
+/// froze in the middle of one step. Ends with the test's runtime.
+pub async fn mute_redis(silent: &'static [&'static str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read);
+                // Commands come as arrays of bulk strings: `*n`, then `$len` and the bytes, n times.
+                loop {
+                    let mut line = String::new();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Some(n) = line.trim_end().strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) else {
+                        return;
+                    };
+                    let mut name = String::new();
+                    for i in 0..n {
+                        let mut head = String::new();
+                        let mut bulk = String::new();
+                        if lines.read_line(&mut head).await.unwrap_or(0) == 0
+                            || lines.read_line(&mut bulk).await.unwrap_or(0) == 0
+                        {
+                            return;
+                        }
+                        if i == 0 {
+                            name = bulk.trim_end().to_ascii_uppercase();
+                        }
+                    }
+                    if !silent.contains(&name.as_str()) && write.write_all(b"+OK\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://127.0.0.1:{port}/0")
 }

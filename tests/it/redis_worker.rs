@@ -31,7 +31,7 @@ fn app(url: &str, stream: &str) -> Fastapihooks {
 }
 
 /// A worker builder that may deliver to 127.0.0.1, with fast retries.
-fn worker(url: &str, stream: &str, claim_min_idle: Duration) -> WorkerBuilder {
+pub fn worker(url: &str, stream: &str, claim_min_idle: Duration) -> WorkerBuilder {
     Worker::builder()
         .backend(backend(url, stream).claim_min_idle(claim_min_idle).build().unwrap())
         .network_policy(NetworkPolicy::default().allow_loopback())
