@@ -10,6 +10,7 @@ use redis::Value;
 use super::Inner;
 use super::reply::range_reply;
 use super::schedule::{self, DELIVERY_FIELD};
+use super::validate::is_entry_id;
 use crate::backend::{BackendError, Scheduled};
 use crate::dead_letter::{DeliveryFailure, FailureFilter, FailureRecord, FailureStore, FailureStoreError};
 
@@ -24,14 +25,6 @@ pub(super) struct RedisFailures(pub(super) Arc<Inner>);
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> FailureStoreError {
     FailureStoreError::Unavailable(Box::new(e))
-}
-
-/// A stream entry id (`<ms>-<seq>`), as Redis makes them: anything else
-/// given to `get` or `remove` names no record.
-fn is_entry_id(id: &str) -> bool {
-    let Some((ms, seq)) = id.split_once('-') else { return false };
-    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    digits(ms) && digits(seq)
 }
 
 impl RedisFailures {
@@ -184,18 +177,5 @@ impl Inner {
             })
             .await
             .map_err(|e| self.transport("replay", e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_stream_ids_name_records() {
-        assert!(is_entry_id("1700000000000-0"));
-        assert!(!is_entry_id("1700000000000"));
-        assert!(!is_entry_id("1-2\r\nXDEL"));
-        assert!(!is_entry_id("-1"));
     }
 }
