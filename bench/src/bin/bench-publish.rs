@@ -6,6 +6,10 @@
 //! `bench-publish --redis redis://127.0.0.1:16383/0 [--events N]` (build with
 //! `--features redis`). Talks only to the given Redis, deletes its stream at
 //! the end, and gives up after `--limit` seconds (default 300).
+//!
+//! With `--stream KEY --subscriber URL` it fills `KEY` for workers instead
+//! (bench/worker.sh): every event carries the static subscriber `URL`, and
+//! the stream is kept.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -31,7 +35,8 @@ async fn main() {
     let url = arg("--redis").unwrap_or_else(|| "redis://127.0.0.1:16383/0".to_owned());
     let n: u64 = arg("--events").and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let limit = Duration::from_secs(arg("--limit").and_then(|s| s.parse().ok()).unwrap_or(300));
-    let stream = format!("fh-bench:publish:{}", std::process::id());
+    let keep = arg("--stream");
+    let stream = keep.clone().unwrap_or_else(|| format!("fh-bench:publish:{}", std::process::id()));
     let mut conn = redis::Client::open(url.as_str())
         .expect("a Redis URL")
         .get_multiplexed_async_connection()
@@ -40,7 +45,14 @@ async fn main() {
     let _: Result<i64, _> = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await;
     let backend = RedisStreamsBackend::builder(url.as_str()).stream(&stream).build().expect("backend");
     let capacity = usize::try_from(n).unwrap_or(usize::MAX).saturating_add(1024);
-    let hooks = Fastapihooks::builder().backend(backend).queue_capacity(capacity).build().expect("build");
+    let mut builder = Fastapihooks::builder().backend(backend).queue_capacity(capacity);
+    if let Some(url) = arg("--subscriber") {
+        builder = builder.subscriber(
+            "order.created",
+            fastapihooks::WebhookSubscription::new(url).expect("a valid --subscriber URL"),
+        );
+    }
+    let hooks = builder.build().expect("build");
     let body = serde_json::to_vec(&json!({
         "id": "ord_0123456789", "item": "widget", "qty": 3, "status": "confirmed", "total_cents": 4_299
     }))
@@ -66,7 +78,9 @@ async fn main() {
     let secs = started.elapsed().as_secs_f64();
     let stats = hooks.stats();
     let report = hooks.shutdown(Duration::from_secs(10)).await;
-    let _: Result<i64, _> = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await;
+    if keep.is_none() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await;
+    }
     println!(
         "{}",
         json!({
