@@ -142,4 +142,4 @@ print(f"| {n} | {statistics.median(olds):,.0f} | {statistics.median(news):,.0f} 
 PY
 done
 echo
-echo "Dead endpoint, $EVENTS events, one worker: new peak RSS $((new_peak / 1024)) MiB ($new_waiting deliveries waiting in Redis, $new_failed given up); old peak RSS $((old_peak / 1024)) MiB ($old_failed given up)."
+echo "Dead endpoint, $EVENTS events, one worker: new peak RSS $((new_peak / 1024)) MiB ($new_waiting deliveries waiting in Redis, $new_failed recorded as given up); old peak RSS $((old_peak / 1024)) MiB (its retries wait in memory; what it gives up is only logged, so not counted here)."

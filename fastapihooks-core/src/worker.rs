@@ -120,10 +120,12 @@ impl Worker {
 ///
 /// Its defaults are those of in-process delivery but two: a worker holds
 /// at most 10,000 deliveries in memory (`max_pending_deliveries`; past it,
-/// it stops reading the stream) and 2,000 waiting for one endpoint
-/// (`max_endpoint_backlog`). Its backend's durable schedule takes what does
-/// not fit, so a long stream or a slow endpoint costs Redis memory, not the
-/// worker's, and nothing is given up for want of room.
+/// it stops reading the stream: back-pressure, not refusals) and as many
+/// for one endpoint (`max_endpoint_backlog`; set it lower so that one slow
+/// endpoint cannot take all of that room from the others: its overflow then
+/// waits in the backend's durable schedule). A long stream or a slow
+/// endpoint thus costs Redis memory, not the worker's, and nothing is given
+/// up for want of room.
 pub struct WorkerBuilder {
     backend: Option<Arc<dyn Backend>>,
     engine: EngineConfig,
@@ -133,7 +135,7 @@ impl Default for WorkerBuilder {
     fn default() -> Self {
         let mut engine = EngineConfig::default();
         engine.limits.max_pending_deliveries = 10_000;
-        engine.limits.max_endpoint_backlog = 2_000;
+        engine.limits.max_endpoint_backlog = 10_000;
         Self { backend: None, engine }
     }
 }

@@ -246,9 +246,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 // A stream much longer than what a worker holds in memory, and a slow
-// endpoint: the worker stops reading when it is full and sets the
-// endpoint's overflow aside in Redis; nothing is given up, and its memory
-// stays bounded.
+// endpoint: the worker stops reading when it is full (back-pressure on the
+// stream); nothing is given up, and its memory stays bounded.
 #[tokio::test]
 async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bounded() {
     use fastapihooks::{Event, Payload};
@@ -297,7 +296,6 @@ async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bound
     assert_eq!(failed, 0, "nothing given up");
     assert_eq!(dead, 0, "nothing dead-lettered");
     assert!(delivered > 0);
-    assert!(waiting > 0, "the endpoint's overflow waits in Redis");
     assert!(peak > 0 && peak < 128 * 1024, "worker memory stays bounded: {peak} KiB");
 }
 
@@ -390,4 +388,41 @@ async fn the_failures_cli_lists_shows_replays_and_purges_with_confirmation() {
     assert!(ok, "{err}");
     assert!(store.list(&fastapihooks::dead_letter::FailureFilter::new()).await.unwrap().is_empty());
     assert!(w.shutdown(Duration::from_secs(2)).await.drained);
+}
+
+// An endpoint's backlog full in a worker on Redis: the overflow waits in the
+// durable schedule and comes back, instead of being given up.
+#[tokio::test]
+async fn an_endpoint_backlog_full_waits_in_redis_instead_of_failing() {
+    let url = redis_or_skip!();
+    let stream = unique_key("durable-backlog");
+    let rx = Receiver::start().await;
+    rx.script("/slow", [Reply::status(200).delay(Duration::from_millis(5))]);
+    let app = Fastapihooks::builder()
+        .backend(backend(&url, &stream).build().unwrap())
+        .subscriber("order.created", WebhookSubscription::new(rx.url("/slow")).unwrap())
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        app.send("order.created", &json!({"n": i})).unwrap();
+    }
+    let w = Worker::builder()
+        .backend(backend(&url, &stream).retry_poll_interval(Duration::from_millis(50)).build().unwrap())
+        .network_policy(NetworkPolicy::default().allow_loopback())
+        .per_endpoint_concurrency(2)
+        .max_endpoint_backlog(20)
+        .signing_secret(SECRET)
+        .start()
+        .unwrap();
+    let all = eventually(WAIT, || {
+        let rx = rx.clone();
+        async move { by_event(&rx.hits_for("/slow")).len() >= 300 }
+    })
+    .await;
+    let stats = w.stats();
+    assert!(w.shutdown(Duration::from_secs(2)).await.drained);
+    assert!(all, "every event arrived: {} of 300, {stats:?}", by_event(&rx.hits_for("/slow")).len());
+    assert!(stats.deferred > 0, "the overflow went to the schedule: {stats:?}");
+    assert_eq!(stats.failed, 0, "nothing given up: {stats:?}");
+    assert_eq!(rx.hits_for("/slow").len(), 300, "each once");
 }

@@ -269,10 +269,14 @@ fn defer(
             delivery: Scheduled::new(target, job.attempts),
             due: SystemTime::now() + delay,
         };
+        let write = async {
+            let _slot = shared2.defers.acquire().await.expect("never closed");
+            schedule.defer(deferral).await
+        };
         let written = tokio::select! {
             biased;
             () = shared2.cancel.cancelled() => None,
-            written = schedule.defer(deferral) => Some(written),
+            written = write => Some(written),
         };
         match written {
             Some(Ok(())) => {

@@ -44,6 +44,8 @@ const STORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duratio
 /// Store look-ups of one event retried before the event fails (about 9 s
 /// of waiting in all: a fail-over, not an outage).
 const STORE_RETRIES: u32 = 8;
+/// Writes to the durable retry schedule in flight at once.
+const MAX_DEFERS: usize = 64;
 /// Writes of one final failure to the failure store retried before its
 /// event is left unacked (handed out again later).
 const RECORD_RETRIES: u32 = 8;
@@ -115,6 +117,10 @@ struct Shared {
     pending: Arc<Semaphore>,
     /// Events being fanned out at once (looking up their subscriptions).
     fan_outs: Arc<Semaphore>,
+    /// Writes to the durable retry schedule in flight at once: each holds a
+    /// serialized event and a command, which thousands of deliveries failing
+    /// together would otherwise all hold at the same time.
+    defers: Arc<Semaphore>,
     endpoints: Endpoints,
     urls: UrlCache,
     /// The static subscribers, by event name (in-process delivery: the
@@ -155,7 +161,13 @@ impl Shared {
 async fn record(shared: &Shared, store: &dyn FailureStore, failure: &DeliveryFailure) -> bool {
     let mut backoff = Backoff::new(STORE_BACKOFF.0, STORE_BACKOFF.1);
     loop {
-        let error = match store.record(failure).await {
+        // Shutdown's deadline cuts a write short: the event stays unacked.
+        let written = tokio::select! {
+            biased;
+            written = store.record(failure) => written,
+            () = shared.cancel.cancelled() => return false,
+        };
+        let error = match written {
             Ok(()) => return true,
             Err(e) => e,
         };
@@ -401,6 +413,7 @@ impl Dispatcher {
                 global: Arc::new(Semaphore::new(limits.max_concurrency)),
                 pending: Arc::new(Semaphore::new(limits.max_pending_deliveries)),
                 fan_outs: Arc::new(Semaphore::new(limits.max_fan_outs.max(1))),
+                defers: Arc::new(Semaphore::new(MAX_DEFERS)),
                 limits,
                 endpoints: Endpoints::default(),
                 urls: UrlCache::default(),

@@ -151,7 +151,7 @@ macro_rules! engine_setters {
 
         /// Deliveries that may wait for one endpoint; past it, new ones wait
         /// in the backend's durable schedule (a worker on Redis), or else go
-        /// to `on_failure` (default 50,000; a `Worker`'s: 2,000).
+        /// to `on_failure` (default 50,000; a `Worker`'s: 10,000).
         #[must_use]
         pub fn max_endpoint_backlog(mut self, n: usize) -> Self {
             self.engine.limits.max_endpoint_backlog = n.max(1);
