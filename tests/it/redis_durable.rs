@@ -28,6 +28,27 @@ async fn kept_copies(conn: &mut MultiplexedConnection, stream: &str) -> usize {
     keys.len()
 }
 
+/// The `fastapihooks` binary, or `None` (the test says it is skipped).
+fn cli_bin() -> Option<&'static str> {
+    let bin = option_env!("CARGO_BIN_EXE_fastapihooks");
+    if bin.is_none() {
+        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+    }
+    bin
+}
+
+/// `fastapihooks start` on `stream`, quiet, allowed to deliver to 127.0.0.1.
+fn start_cli(bin: &str, url: &str, stream: &str) -> std::process::Child {
+    Command::new(bin)
+        .args(["start", "--redis-url", url, "--stream", stream, "--store", "memory"])
+        .args(["--allow-cidr", "127.0.0.0/8"])
+        .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Per event id (`webhook-id`): how many requests got each status.
 fn by_event(hits: &[Hit]) -> HashMap<String, Vec<u16>> {
     let mut by: HashMap<String, Vec<u16>> = HashMap::new();
@@ -113,10 +134,7 @@ fn first_elapsed(rx: &Receiver) -> Duration {
 #[tokio::test]
 async fn a_worker_killed_with_retries_pending_sends_nothing_twice() {
     let url = redis_or_skip!();
-    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
-        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
-        return;
-    };
+    let Some(bin) = cli_bin() else { return };
     let stream = unique_key("durable-kill");
     let schedule = format!("{stream}:schedule");
     let rx = Receiver::start().await;
@@ -130,16 +148,7 @@ async fn a_worker_killed_with_retries_pending_sends_nothing_twice() {
     for i in 0..10 {
         app.send("order.created", &json!({"n": i})).unwrap();
     }
-    let start = || {
-        Command::new(bin)
-            .args(["start", "--redis-url", &url, "--stream", &stream, "--store", "memory"])
-            .args(["--allow-cidr", "127.0.0.0/8"])
-            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start = || start_cli(bin, &url, &stream);
     let mut first = start();
     let mut conn = connect(&url).await;
     // /ok has every event; every /down delivery waits in Redis; no event is pending.
@@ -253,10 +262,7 @@ async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bound
     use fastapihooks::{Event, Payload};
 
     let url = redis_or_skip!();
-    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
-        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
-        return;
-    };
+    let Some(bin) = cli_bin() else { return };
     let stream = unique_key("durable-long");
     let rx = Receiver::start().await;
     rx.script("/slow", [Reply::status(200).delay(Duration::from_millis(20))]);
@@ -272,14 +278,7 @@ async fn a_long_stream_and_a_slow_endpoint_give_nothing_up_and_keep_memory_bound
         }
         pipe.query_async::<()>(&mut conn).await.unwrap();
     }
-    let mut worker = Command::new(bin)
-        .args(["start", "--redis-url", &url, "--stream", &stream, "--store", "memory"])
-        .args(["--allow-cidr", "127.0.0.0/8"])
-        .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = start_cli(bin, &url, &stream);
     // Bounded: 12 s of delivering, sampling the worker's memory.
     let mut peak = 0;
     for _ in 0..24 {
@@ -318,10 +317,7 @@ fn failures_cli(bin: &str, url: &str, stream: &str, args: &[&str]) -> (bool, Str
 #[tokio::test]
 async fn the_failures_cli_lists_shows_replays_and_purges_with_confirmation() {
     let url = redis_or_skip!();
-    let Some(bin) = option_env!("CARGO_BIN_EXE_fastapihooks") else {
-        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
-        return;
-    };
+    let Some(bin) = cli_bin() else { return };
     let stream = unique_key("durable-cli");
     let rx = Receiver::start().await;
     rx.script("/gone", [Reply::status(422)]);
