@@ -12,11 +12,12 @@ use fastapihooks::{Fastapihooks, NetworkPolicy, RetryPolicy, WebhookSubscription
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
-use super::redis_util::{backend, connect, eventually, pending, redis_or_skip, unique_key};
+use super::redis_util::{
+    SECRET, backend, cli_bin, connect, eventually, pending, redis_or_skip, start_cli_quietly, unique_key,
+};
 use super::util::{Hit, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(30);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn zcard(conn: &mut MultiplexedConnection, key: &str) -> u64 {
     redis::cmd("ZCARD").arg(key).query_async(conn).await.unwrap()
@@ -28,25 +29,9 @@ async fn kept_copies(conn: &mut MultiplexedConnection, stream: &str) -> usize {
     keys.len()
 }
 
-/// The `fastapihooks` binary, or `None` (the test says it is skipped).
-fn cli_bin() -> Option<&'static str> {
-    let bin = option_env!("CARGO_BIN_EXE_fastapihooks");
-    if bin.is_none() {
-        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
-    }
-    bin
-}
-
-/// `fastapihooks start` on `stream`, quiet, allowed to deliver to 127.0.0.1.
+/// `fastapihooks start` on `stream`, with the memory store.
 fn start_cli(bin: &str, url: &str, stream: &str) -> std::process::Child {
-    Command::new(bin)
-        .args(["start", "--redis-url", url, "--stream", stream, "--store", "memory"])
-        .args(["--allow-cidr", "127.0.0.0/8"])
-        .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    start_cli_quietly(bin, &["--redis-url", url, "--stream", stream, "--store", "memory"])
 }
 
 /// Per event id (`webhook-id`): how many requests got each status.

@@ -37,6 +37,32 @@ macro_rules! redis_or_skip {
 }
 pub(crate) use redis_or_skip;
 
+/// The signing secret the Redis tests' workers sign with.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The `fastapihooks` binary, or `None` (the test says it is skipped).
+pub fn cli_bin() -> Option<&'static str> {
+    let bin = option_env!("CARGO_BIN_EXE_fastapihooks");
+    if bin.is_none() {
+        eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
+    }
+    bin
+}
+
+/// `fastapihooks start` with `args`, allowed to deliver to 127.0.0.1,
+/// signing with [`SECRET`], its output discarded.
+pub fn start_cli_quietly(bin: &str, args: &[&str]) -> Child {
+    Command::new(bin)
+        .arg("start")
+        .args(args)
+        .args(["--allow-cidr", "127.0.0.0/8"])
+        .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A stream key no other test uses.
 pub fn unique_key(test: &str) -> String {
     format!("fh-test:{test}:{}", fastapihooks::EventId::new().as_str())

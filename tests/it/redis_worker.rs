@@ -19,11 +19,13 @@ use fastapihooks::{
 use serde_json::{Value, json};
 
 use super::hook_util::{call, post_json};
-use super::redis_util::{RedisServer, TEST_CA, backend, connect, eventually, pending, redis_or_skip, unique_key, xlen};
+use super::redis_util::{
+    RedisServer, SECRET, TEST_CA, backend, cli_bin, connect, eventually, pending, redis_or_skip, start_cli_quietly,
+    unique_key, xlen,
+};
 use super::util::{LogCapture, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(15);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// An app that only publishes to `stream`.
 fn app(url: &str, stream: &str) -> Fastapihooks {
@@ -344,32 +346,10 @@ mod cli {
 
     use super::*;
 
-    fn bin() -> Option<&'static str> {
-        let bin = option_env!("CARGO_BIN_EXE_fastapihooks");
-        if bin.is_none() {
-            eprintln!("skipped: the fastapihooks binary needs the `cli` feature");
-        }
-        bin
-    }
-
-    /// `fastapihooks start` with `args`, allowed to deliver to 127.0.0.1,
-    /// signing with the test secret, its output discarded.
-    fn start_quietly(bin: &str, args: &[&str]) -> std::process::Child {
-        Command::new(bin)
-            .arg("start")
-            .args(args)
-            .args(["--allow-cidr", "127.0.0.0/8"])
-            .env("FASTAPIHOOKS_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn start_delivers_signed_webhooks_and_stops_cleanly_on_sigterm() {
         let url = redis_or_skip!();
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let key = unique_key("cli");
         let rx = Receiver::start().await;
         let hooks = Fastapihooks::builder()
@@ -408,7 +388,7 @@ mod cli {
     #[tokio::test]
     async fn start_consumes_over_tls_trusting_the_given_ca() {
         let Some(server) = RedisServer::start_tls().await else { return };
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let url = server.url();
         let key = unique_key("cli-tls");
         let rx = Receiver::start().await;
@@ -419,7 +399,7 @@ mod cli {
             .build()
             .unwrap();
         hooks.send("order.created", &json!({"id": "ord_tls"})).unwrap();
-        let mut child = start_quietly(bin, &["--redis-url", &url, "--redis-ca-file", TEST_CA, "--stream", &key]);
+        let mut child = start_cli_quietly(bin, &["--redis-url", &url, "--redis-ca-file", TEST_CA, "--stream", &key]);
         let hits = rx.wait_for("/tls", 1, WAIT).await;
         let _ = child.kill();
         let _ = child.wait();
@@ -435,7 +415,7 @@ mod cli {
         use fastapihooks::store::sql::SqlStore;
 
         let url = redis_or_skip!();
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let key = unique_key("cli-sql");
         let rx = Receiver::start().await;
         let db = crate::store_util::TempDb::new();
@@ -445,7 +425,7 @@ mod cli {
         store.close().await;
         let hooks = app(&url, &key);
         hooks.send("order.created", &json!({"id": "ord_sql"})).unwrap();
-        let mut child = start_quietly(bin, &["--redis-url", &url, "--stream", &key, "--store", &db.url()]);
+        let mut child = start_cli_quietly(bin, &["--redis-url", &url, "--stream", &key, "--store", &db.url()]);
         let hits = rx.wait_for("/sql", 1, WAIT).await;
         let emptied = stream_is_empty(&url, &key).await;
         let _ = child.kill();
@@ -461,7 +441,7 @@ mod cli {
     #[tokio::test]
     async fn start_delivers_through_the_given_proxy() {
         let url = redis_or_skip!();
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let Some(proxy) = crate::tinyproxy_util::Tinyproxy::start() else { return };
         let key = unique_key("cli-proxy");
         let rx = Receiver::start().await;
@@ -500,7 +480,7 @@ mod cli {
 
     #[test]
     fn bad_input_gets_a_clear_error_not_a_panic() {
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let run = |args: &[&str]| {
             let out = Command::new(bin).args(args).env_remove("FASTAPIHOOKS_REDIS_URL").output().unwrap();
             (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
@@ -541,7 +521,7 @@ mod cli {
     /// Each mistake is reported under the flag (or variable) that made it.
     #[test]
     fn bad_input_names_the_flag_that_is_wrong() {
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
             let mut cmd = Command::new(bin);
             cmd.arg("start").args(args).env_remove("FASTAPIHOOKS_REDIS_URL").env_remove("FASTAPIHOOKS_RETRY_SCHEDULE");
@@ -596,7 +576,7 @@ mod cli {
     #[tokio::test]
     async fn start_retries_on_the_given_schedule_then_gives_up_and_acks() {
         let url = redis_or_skip!();
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let rx = Receiver::start().await;
         rx.script("/down", [Reply::status(503)]);
         rx.script("/never", [Reply::status(503)]);
@@ -608,7 +588,8 @@ mod cli {
                 .build()
                 .unwrap();
             hooks.send("order.created", &json!({"id": "ord_retry"})).unwrap();
-            let mut child = start_quietly(bin, &["--redis-url", &url, "--stream", &key, "--retry-schedule", schedule]);
+            let mut child =
+                start_cli_quietly(bin, &["--redis-url", &url, "--stream", &key, "--retry-schedule", schedule]);
             let hits = rx.wait_for(path, tries, WAIT).await;
             // Given up: acked, and no further try.
             let emptied = stream_is_empty(&url, &key).await;
@@ -632,7 +613,7 @@ mod cli {
     /// per backoff step, and SIGTERM still stops it at once.
     #[tokio::test]
     async fn start_with_redis_unreachable_logs_boundedly_and_stops_on_sigterm() {
-        let Some(bin) = bin() else { return };
+        let Some(bin) = cli_bin() else { return };
         let port = crate::util::closed_port().await;
         let shutdown_timeout = Duration::from_secs(5);
         let mut child = Command::new(bin)
