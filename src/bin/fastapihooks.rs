@@ -35,6 +35,12 @@ enum Command {
         #[command(subcommand)]
         command: failures::Failures,
     },
+    /// The subscriptions of a SQL store: list, show, add, remove,
+    /// rotate-secret.
+    Subscriptions {
+        #[command(subcommand)]
+        command: subscriptions::Subscriptions,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -191,11 +197,22 @@ fn parse_delay(delay: &str) -> Result<Duration, String> {
 
 #[path = "../cli/failures.rs"]
 mod failures;
+#[path = "../cli/subscriptions.rs"]
+mod subscriptions;
 
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Start(args) => args,
-        Command::Failures { command } => return run_failures(command),
+        Command::Failures { command } => return run_tool(failures::run(command)),
+        Command::Subscriptions { command } => {
+            return run_tool(async move {
+                if command.store() == "memory" {
+                    return Err("--store: `memory` holds nothing between runs; name the worker's SQL store".into());
+                }
+                let store = open_store(command.store()).await?;
+                subscriptions::run(command, store).await
+            });
+        }
     };
     let level = args.log_level.parse().unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
@@ -219,14 +236,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// `fastapihooks failures ...`: errors on stderr, warnings only in the log.
-fn run_failures(command: failures::Failures) -> ExitCode {
+/// Runs a one-shot command (`failures`, `subscriptions`): errors on
+/// stderr, warnings only in the log.
+fn run_tool(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_writer(std::io::stderr).init();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the Tokio runtime: {e}"))
-        .and_then(|rt| rt.block_on(failures::run(command)));
+        .and_then(|rt| rt.block_on(command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

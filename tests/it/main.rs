@@ -1,6 +1,8 @@
 //! The integration tests: one binary (link once), one module per area.
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test crate
 
+#[cfg(all(feature = "sqlite", feature = "redis"))]
+mod cli_subscriptions;
 mod delivery;
 mod emission_pipeline;
 mod guard;
