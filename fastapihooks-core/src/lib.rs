@@ -58,6 +58,8 @@ mod engine;
 pub use engine::{BuildError, DeliveryRuntime, ShutdownReport};
 pub mod emit;
 pub mod event;
+pub mod health;
+pub mod history;
 pub mod retry;
 pub mod secret;
 pub mod send;

@@ -268,6 +268,12 @@ pub struct StoredWebhookSubscription {
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
+    /// Set while the subscription is disabled: its events are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<crate::health::Disabled>,
+    /// How its deliveries have been going.
+    #[serde(default)]
+    pub health: crate::health::EndpointHealth,
 }
 
 impl StoredWebhookSubscription {
@@ -285,7 +291,14 @@ impl StoredWebhookSubscription {
             subscription: Arc::new(subscription),
             created_at,
             updated_at,
+            disabled: None,
+            health: crate::health::EndpointHealth::default(),
         }
+    }
+
+    /// True unless it is disabled.
+    pub fn is_enabled(&self) -> bool {
+        self.disabled.is_none()
     }
 }
 

@@ -83,6 +83,15 @@ impl Store for Gated {
     async fn update(&self, id: &str, u: SubscriptionUpdate) -> Result<bool, StoreError> {
         self.inner.update(id, u).await
     }
+    async fn set_disabled(&self, id: &str, d: Option<fastapihooks::health::Disabled>) -> Result<bool, StoreError> {
+        self.inner.set_disabled(id, d).await
+    }
+    async fn record_health(&self, id: &str, h: &fastapihooks::health::EndpointHealth) -> Result<bool, StoreError> {
+        self.inner.record_health(id, h).await
+    }
+    async fn list_all(&self, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        self.inner.list_all(o).await
+    }
     async fn subscriptions_for(&self, e: &str, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
         let answer = self.inner.subscriptions_for(e, o).await; // read before the write...
         self.entered.notify_one();
@@ -138,6 +147,15 @@ impl Store for Flaky {
     }
     async fn update(&self, id: &str, u: SubscriptionUpdate) -> Result<bool, StoreError> {
         self.inner.update(id, u).await
+    }
+    async fn set_disabled(&self, id: &str, d: Option<fastapihooks::health::Disabled>) -> Result<bool, StoreError> {
+        self.inner.set_disabled(id, d).await
+    }
+    async fn record_health(&self, id: &str, h: &fastapihooks::health::EndpointHealth) -> Result<bool, StoreError> {
+        self.inner.record_health(id, h).await
+    }
+    async fn list_all(&self, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        self.inner.list_all(o).await
     }
     async fn subscriptions_for(&self, e: &str, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
         tokio::time::sleep(Duration::from_millis(20)).await; // concurrent callers overlap

@@ -40,6 +40,26 @@ impl fastapihooks::Store for Broken {
     async fn update(&self, _: &str, _: fastapihooks::SubscriptionUpdate) -> Result<bool, fastapihooks::StoreError> {
         Ok(true)
     }
+    async fn set_disabled(
+        &self,
+        _: &str,
+        _: Option<fastapihooks::health::Disabled>,
+    ) -> Result<bool, fastapihooks::StoreError> {
+        Ok(true)
+    }
+    async fn record_health(
+        &self,
+        _: &str,
+        _: &fastapihooks::health::EndpointHealth,
+    ) -> Result<bool, fastapihooks::StoreError> {
+        Ok(true)
+    }
+    async fn list_all(
+        &self,
+        _: Option<&str>,
+    ) -> Result<Vec<fastapihooks::StoredWebhookSubscription>, fastapihooks::StoreError> {
+        Err(fastapihooks::StoreError::Corrupt("broken".into()))
+    }
 }
 
 macro_rules! suite {

@@ -150,6 +150,15 @@ impl<S: Store> Store for Counting<S> {
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError> {
         self.inner.update(id, update).await
     }
+    async fn set_disabled(&self, id: &str, d: Option<fastapihooks::health::Disabled>) -> Result<bool, StoreError> {
+        self.inner.set_disabled(id, d).await
+    }
+    async fn record_health(&self, id: &str, h: &fastapihooks::health::EndpointHealth) -> Result<bool, StoreError> {
+        self.inner.record_health(id, h).await
+    }
+    async fn list_all(&self, o: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        self.inner.list_all(o).await
+    }
     async fn subscriptions_for(
         &self,
         event_name: &str,

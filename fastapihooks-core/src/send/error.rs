@@ -82,6 +82,21 @@ pub enum NotSent {
 }
 
 impl AttemptError {
+    /// A short, stable name for the kind of error, for records and metrics:
+    /// `status`, `receiver_stopped`, `redirect`, `timeout`, `network`,
+    /// `refused` or `not_sent`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::ReceiverStopped { .. } => "receiver_stopped",
+            Self::Redirect { .. } => "redirect",
+            Self::Timeout(_) => "timeout",
+            Self::Network(_) => "network",
+            Self::Refused(_) => "refused",
+            Self::NotSent(_) => "not_sent",
+        }
+    }
+
     /// True when the same request may succeed later: network errors,
     /// timeouts, 408, 429 and 5xx. A refused destination, a request that
     /// could not be made, a redirect, a receiver that asked to stop or

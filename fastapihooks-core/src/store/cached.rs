@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 use super::{Store, StoreError};
+use crate::health::{Disabled, EndpointHealth};
 use crate::subscription::{StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// A short-lived cache of the delivery-path look-up
@@ -254,6 +255,22 @@ impl<S: Store> Store for CachedStore<S> {
         let result = self.inner.update(id, update).await;
         self.cache.invalidate();
         result
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: Option<Disabled>) -> Result<bool, StoreError> {
+        let result = self.inner.set_disabled(id, disabled).await;
+        self.cache.invalidate();
+        result
+    }
+
+    /// Not invalidating: the engine that writes health keeps its own, and
+    /// a streak's change is no reason to query the store again.
+    async fn record_health(&self, id: &str, health: &EndpointHealth) -> Result<bool, StoreError> {
+        self.inner.record_health(id, health).await
+    }
+
+    async fn list_all(&self, owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        self.inner.list_all(owner_id).await
     }
 
     async fn subscriptions_for(

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{Store, StoreError, new_subscription_id, validate_new};
+use crate::health::{Disabled, EndpointHealth};
 use crate::subscription::{StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// An in-memory store, for development, tests and single-process apps.
@@ -46,6 +47,23 @@ impl MemoryStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Subscriptions> {
         self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Replaces subscription `id` by a changed copy (look-ups already
+    /// handed out keep the version they got); false when there is none.
+    fn change(&self, id: &str, change: impl FnOnce(&mut StoredWebhookSubscription)) -> bool {
+        let mut subs = self.write();
+        let Some(stored) = subs.by_id.get(id) else { return false };
+        let mut changed = StoredWebhookSubscription::clone(stored);
+        change(&mut changed);
+        let changed = Arc::new(changed);
+        if let Some(slot) =
+            subs.by_event.get_mut(&changed.event_name).and_then(|list| list.iter_mut().find(|s| s.id == id))
+        {
+            *slot = changed.clone();
+        }
+        subs.by_id.insert(id.to_owned(), changed);
+        true
+    }
 }
 
 #[async_trait]
@@ -86,20 +104,35 @@ impl Store for MemoryStore {
 
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError> {
         update.validate()?;
-        let mut subs = self.write();
-        let Some(stored) = subs.by_id.get(id) else { return Ok(false) };
-        // A new version: look-ups already handed out keep the one they got.
-        let mut changed = StoredWebhookSubscription::clone(stored);
-        update.apply(Arc::make_mut(&mut changed.subscription));
-        changed.updated_at = Utc::now();
-        let changed = Arc::new(changed);
-        if let Some(slot) =
-            subs.by_event.get_mut(&changed.event_name).and_then(|list| list.iter_mut().find(|s| s.id == id))
-        {
-            *slot = changed.clone();
-        }
-        subs.by_id.insert(id.to_owned(), changed);
-        Ok(true)
+        Ok(self.change(id, |changed| {
+            update.apply(Arc::make_mut(&mut changed.subscription));
+            changed.updated_at = Utc::now();
+        }))
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: Option<Disabled>) -> Result<bool, StoreError> {
+        Ok(self.change(id, |changed| {
+            if disabled.is_none() {
+                changed.health = EndpointHealth::default();
+            }
+            changed.disabled = disabled;
+        }))
+    }
+
+    async fn record_health(&self, id: &str, health: &EndpointHealth) -> Result<bool, StoreError> {
+        Ok(self.change(id, |changed| changed.health = health.clone()))
+    }
+
+    async fn list_all(&self, owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        let subs = self.read();
+        let mut all: Vec<StoredWebhookSubscription> = subs
+            .by_id
+            .values()
+            .filter(|s| owner_id.is_none_or(|owner| s.owner_id.as_deref() == Some(owner)))
+            .map(|s| StoredWebhookSubscription::clone(s))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
     }
 
     async fn subscriptions_for(

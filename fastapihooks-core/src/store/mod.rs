@@ -6,7 +6,8 @@
 //!
 //! A store is consulted on the delivery path (never on the request path):
 //! for each event, [`Store::subscriptions_for`] returns the subscriptions of
-//! the event's name that accept its owner.
+//! the event's name that accept its owner, enabled or not (the dispatcher
+//! skips the disabled ones, and counts them).
 
 mod cached;
 #[cfg(feature = "conformance")]
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 pub use cached::{CacheStats, CachedStore};
 pub use memory::MemoryStore;
 
+use crate::health::{Disabled, EndpointHealth};
 use crate::subscription::{InvalidSubscription, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
 /// Why a store operation failed.
@@ -73,6 +75,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// A partial update (metadata merged); `true` if the subscription exists.
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError>;
+
+    /// Disables the subscription (`Some`: its events are skipped from now
+    /// on) or enables it again (`None`, which also clears its health
+    /// streak); `true` if it exists.
+    async fn set_disabled(&self, id: &str, disabled: Option<Disabled>) -> Result<bool, StoreError>;
+
+    /// Writes the subscription's endpoint health (the engine does, as its
+    /// deliveries change course); `true` if it exists.
+    async fn record_health(&self, id: &str, health: &EndpointHealth) -> Result<bool, StoreError>;
+
+    /// Every subscription, of every event name, `owner_id`'s only when it
+    /// is set (subscriptions with no owner are not anyone's), ordered by id.
+    async fn list_all(&self, owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError>;
 
     /// A cheap answer, without I/O, to "may an event of `event_name` have
     /// any subscription (of any owner)?": `Some(false)` only when certainly

@@ -43,6 +43,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
 
 use super::{Store, StoreError, new_subscription_id, validate_new};
+use crate::health::{Disabled, EndpointHealth};
 use crate::secret::SigningSecret;
 use crate::subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
@@ -379,6 +380,20 @@ impl Store for SqlStore {
     async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<bool, StoreError> {
         update.validate()?;
         on_pool!(self, "update", |m, pool| m::update(pool, id, update).await)
+    }
+
+    // Placeholders until the enabled state and health columns are in the
+    // SQL schema (the next commit): they fail loudly rather than pretend.
+    async fn set_disabled(&self, _id: &str, _disabled: Option<Disabled>) -> Result<bool, StoreError> {
+        Err(StoreError::unavailable("SqlStore::set_disabled is not implemented yet"))
+    }
+
+    async fn record_health(&self, _id: &str, _health: &EndpointHealth) -> Result<bool, StoreError> {
+        Err(StoreError::unavailable("SqlStore::record_health is not implemented yet"))
+    }
+
+    async fn list_all(&self, _owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        Err(StoreError::unavailable("SqlStore::list_all is not implemented yet"))
     }
 
     async fn subscriptions_for(
