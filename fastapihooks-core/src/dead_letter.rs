@@ -39,6 +39,14 @@ pub enum DeliveryError {
         /// How many were waiting.
         pending: usize,
     },
+    /// The subscription is disabled (by the engine's
+    /// [`DisablePolicy`](crate::health::DisablePolicy), the receiver, or an
+    /// operator): the delivery was not made, or its retries were given up.
+    #[error("subscription disabled: {reason}")]
+    SubscriptionDisabled {
+        /// Why it is disabled.
+        reason: String,
+    },
     /// The runtime shut down before the delivery completed.
     #[error("shut down before delivery completed{}", last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
     Shutdown {

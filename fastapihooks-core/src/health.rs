@@ -126,6 +126,149 @@ impl DisablePolicy {
     }
 }
 
+/// How long a subscription this engine disabled is taken as disabled
+/// whatever store copies say: a cached copy may still say enabled for a
+/// while. Past it, the store decides (an operator may have re-enabled it).
+const LOCAL_DISABLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often, at most, a healthy subscription's `last_success` is written.
+const SUCCESS_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Subscriptions tracked at once; past it, the healthy ones are forgotten
+/// (their health is read back from the store when next seen).
+const MAX_TRACKED: usize = 100_000;
+
+/// What an outcome calls for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// The health to write to the store.
+    pub(crate) persist: Option<EndpointHealth>,
+    /// Disable the subscription, for this reason.
+    pub(crate) disable: Option<String>,
+    /// The streak's first given-up delivery (`endpoint.failing`).
+    pub(crate) failing: bool,
+    /// A failing subscription succeeded (`endpoint.recovered`).
+    pub(crate) recovered: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    health: EndpointHealth,
+    /// When this engine disabled it, and why.
+    disabled: Option<(std::time::Instant, String)>,
+    success_written: Option<std::time::Instant>,
+}
+
+/// The engine's view of its stored subscriptions' health: seeded from the
+/// store's copy the first time a subscription is seen, changed by every
+/// outcome, written back when it changes course.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    policy: DisablePolicy,
+    entries: std::sync::Mutex<std::collections::HashMap<String, Entry, foldhash::fast::RandomState>>,
+}
+
+/// One attempt's outcome, as the tracker sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Seen<'a> {
+    /// A 2xx.
+    Success,
+    /// A failure; `given_up` when it was the delivery's last.
+    Failure { given_up: bool },
+    /// The receiver asked to be disabled (`410 Gone`, `webhook-delivery: disable`).
+    Disable(&'a str),
+}
+
+impl Tracker {
+    pub(crate) fn new(policy: DisablePolicy) -> Self {
+        Self { policy, entries: std::sync::Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Entry, foldhash::fast::RandomState>> {
+        // No user code runs under the lock.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why subscription `id` is disabled, if this engine disabled it lately.
+    pub(crate) fn disabled_here(&self, id: &str) -> Option<String> {
+        let entries = self.lock();
+        let (at, reason) = entries.get(id)?.disabled.as_ref()?;
+        (at.elapsed() < LOCAL_DISABLE).then(|| reason.clone())
+    }
+
+    /// Takes `id` as disabled here, for `reason` (an operator disabled it
+    /// through this engine).
+    pub(crate) fn mark_disabled(&self, id: &str, reason: &str) {
+        let mut entries = self.lock();
+        let entry = entries.entry(id.to_owned()).or_insert_with(|| Entry {
+            health: EndpointHealth::default(),
+            disabled: None,
+            success_written: None,
+        });
+        entry.disabled = Some((std::time::Instant::now(), reason.to_owned()));
+    }
+
+    /// Forgets what this engine knows of `id` (it was re-enabled).
+    pub(crate) fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Takes one outcome of a delivery to subscription `id`, whose stored
+    /// health was `seed`, at `now`; says what to do.
+    pub(crate) fn observe(&self, id: &str, seed: &EndpointHealth, seen: Seen<'_>, now: DateTime<Utc>) -> Verdict {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_TRACKED && !entries.contains_key(id) {
+            entries.retain(|_, e| e.health.is_failing() || e.disabled.is_some());
+        }
+        let entry = entries.entry(id.to_owned()).or_insert_with(|| Entry {
+            health: seed.clone(),
+            disabled: None,
+            success_written: None,
+        });
+        if entry.disabled.as_ref().is_some_and(|(at, _)| at.elapsed() < LOCAL_DISABLE) {
+            // Already disabled here: the deliveries still in flight change nothing.
+            return Verdict::default();
+        }
+        entry.disabled = None;
+        let health = &mut entry.health;
+        let mut verdict = Verdict::default();
+        match seen {
+            Seen::Success => {
+                let was_failing = health.is_failing();
+                *health = EndpointHealth { last_success: Some(now), ..EndpointHealth::default() };
+                let stale = entry.success_written.is_none_or(|at| at.elapsed() >= SUCCESS_WRITE_EVERY);
+                if was_failing || stale {
+                    entry.success_written = Some(std::time::Instant::now());
+                    verdict.persist = Some(health.clone());
+                }
+                verdict.recovered = was_failing;
+                return verdict;
+            }
+            Seen::Failure { given_up } => {
+                health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+                if health.failing_since.is_none() {
+                    health.failing_since = Some(now);
+                    verdict.persist = Some(health.clone());
+                }
+                if given_up {
+                    health.given_up = health.given_up.saturating_add(1);
+                    verdict.failing = health.given_up == 1;
+                    verdict.persist = Some(health.clone());
+                }
+                verdict.disable = self.policy.verdict(health, now);
+            }
+            Seen::Disable(reason) => {
+                if self.policy.when_receiver_asks {
+                    verdict.disable = Some(format!("the receiver asked: {reason}"));
+                }
+            }
+        }
+        if let Some(reason) = &verdict.disable {
+            entry.disabled = Some((std::time::Instant::now(), reason.clone()));
+            verdict.persist = Some(entry.health.clone());
+        }
+        verdict
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +287,42 @@ mod tests {
         health.given_up = 3;
         assert!(counted.verdict(&health, now).unwrap().starts_with("3 deliveries given up"));
         assert_eq!(DisablePolicy::default().verdict(&EndpointHealth::default(), now), None, "not failing");
+    }
+
+    #[test]
+    fn the_tracker_writes_health_when_it_changes_course() {
+        let tracker = Tracker::new(DisablePolicy::never().after_given_up(2));
+        let now = Utc::now();
+        let seed = EndpointHealth::default();
+        let first = tracker.observe("s", &seed, Seen::Success, now);
+        assert!(first.persist.is_some(), "the first success is written once");
+        assert_eq!(tracker.observe("s", &seed, Seen::Success, now).persist, None, "then not again for a while");
+        let streak = tracker.observe("s", &seed, Seen::Failure { given_up: false }, now);
+        assert_eq!(streak.persist.as_ref().and_then(|h| h.failing_since), Some(now), "a streak starts");
+        assert_eq!(tracker.observe("s", &seed, Seen::Failure { given_up: false }, now).persist, None);
+        let gave_up = tracker.observe("s", &seed, Seen::Failure { given_up: true }, now);
+        assert!(gave_up.failing && gave_up.disable.is_none());
+        assert_eq!(gave_up.persist.map(|h| (h.consecutive_failures, h.given_up)), Some((3, 1)));
+        let second = tracker.observe("s", &seed, Seen::Failure { given_up: true }, now);
+        assert!(!second.failing);
+        assert!(second.disable.is_some(), "two given up: the policy disables");
+        assert!(tracker.disabled_here("s").is_some());
+        assert_eq!(tracker.observe("s", &seed, Seen::Success, now), Verdict::default(), "in flight after disabling");
+        tracker.forget("s");
+        assert!(tracker.disabled_here("s").is_none());
+    }
+
+    #[test]
+    fn a_recovery_resets_the_streak_and_the_receiver_can_ask_to_be_disabled() {
+        let tracker = Tracker::new(DisablePolicy::default());
+        let now = Utc::now();
+        let failing = EndpointHealth { consecutive_failures: 4, failing_since: Some(now), ..Default::default() };
+        let back = tracker.observe("s", &failing, Seen::Success, now);
+        assert!(back.recovered);
+        assert_eq!(back.persist, Some(EndpointHealth { last_success: Some(now), ..Default::default() }));
+        let gone = tracker.observe("s", &failing, Seen::Disable("410 Gone"), now);
+        assert_eq!(gone.disable.as_deref(), Some("the receiver asked: 410 Gone"));
+        let never = Tracker::new(DisablePolicy::default().when_receiver_asks(false));
+        assert_eq!(never.observe("s", &failing, Seen::Disable("410 Gone"), now).disable, None);
     }
 }

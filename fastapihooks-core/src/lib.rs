@@ -60,6 +60,7 @@ pub mod emit;
 pub mod event;
 pub mod health;
 pub mod history;
+pub mod operational;
 pub mod retry;
 pub mod secret;
 pub mod send;

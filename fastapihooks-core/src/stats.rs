@@ -18,6 +18,10 @@ pub(crate) struct Stats {
     /// A gauge: events in the publish spool now.
     pub(crate) spooled: AtomicU64,
     pub(crate) publish_retries: AtomicU64,
+    pub(crate) attempts_recorded: AtomicU64,
+    pub(crate) attempts_unrecorded: AtomicU64,
+    pub(crate) skipped_disabled: AtomicU64,
+    pub(crate) disabled: AtomicU64,
 }
 
 impl Stats {
@@ -48,6 +52,10 @@ impl Stats {
             redelivered: get(&self.redelivered),
             spooled: get(&self.spooled),
             publish_retries: get(&self.publish_retries),
+            attempts_recorded: get(&self.attempts_recorded),
+            attempts_unrecorded: get(&self.attempts_unrecorded),
+            skipped_disabled: get(&self.skipped_disabled),
+            disabled: get(&self.disabled),
         }
     }
 }
@@ -86,4 +94,14 @@ pub struct StatsSnapshot {
     /// With a queue backend: publishes tried again after a failure, one
     /// per batch (see `FastapihooksBuilder::publish_spool`).
     pub publish_retries: u64,
+    /// Attempt records written to the attempt log.
+    pub attempts_recorded: u64,
+    /// Attempt records lost: the log's writer was behind (its queue full)
+    /// or the log kept failing. Deliveries are never slowed for the log.
+    pub attempts_unrecorded: u64,
+    /// Deliveries not made because their subscription is disabled (skipped
+    /// at fan-out, or a waiting retry given up).
+    pub skipped_disabled: u64,
+    /// Subscriptions this engine disabled (see `DisablePolicy`).
+    pub disabled: u64,
 }

@@ -38,7 +38,9 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::dead_letter::{DeliveryFailure, RedeliverError};
 use crate::engine::{BuildError, Durable, Engine, EngineConfig, ShutdownReport};
+use crate::history::AttemptLog;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::store::StoreError;
 use crate::subscription::WebhookSubscription;
 
 /// Consumes a backend and delivers its events. Start one with
@@ -85,6 +87,28 @@ impl Worker {
     /// when the target URL is not valid. Nothing is queued then.
     pub async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
         self.engine.redeliver(failure).await
+    }
+
+    /// Where this worker records its attempts (none when it does not).
+    pub fn attempt_log(&self) -> Option<Arc<dyn AttemptLog>> {
+        self.engine.attempt_log().cloned()
+    }
+
+    /// Enables subscription `id` again, clearing its health streak (see
+    /// [`Fastapihooks::enable_subscription`](crate::Fastapihooks::enable_subscription)).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn enable_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        self.engine.enable(id).await
+    }
+
+    /// Disables subscription `id`, for `reason`.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn disable_subscription(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        self.engine.disable(id, reason).await
     }
 
     /// Stops consuming at once (the backend is closed), then waits, up to

@@ -6,6 +6,7 @@ mod cli_subscriptions;
 mod delivery;
 mod emission_pipeline;
 mod guard;
+mod health;
 mod hook_emission;
 mod hook_hygiene;
 mod hook_options;

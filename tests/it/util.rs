@@ -41,11 +41,17 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub delay: Duration,
+    pub body: String,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), delay: Duration::ZERO }
+        Self { status, headers: Vec::new(), delay: Duration::ZERO, body: String::new() }
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -143,7 +149,7 @@ async fn record(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, b
         tokio::time::sleep(reply.delay).await;
     }
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let mut resp = StatusCode::from_u16(reply.status).unwrap().into_response();
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (name, value) in reply.headers {
         resp.headers_mut().insert(name, value.parse().unwrap());
     }

@@ -14,12 +14,17 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, Shared};
+use super::{Job, Shared, Target};
 use crate::backend::{Deferral, RetrySchedule, Scheduled, TargetRef};
 use crate::dead_letter::DeliveryError;
+use crate::event::Event;
+use crate::health::{Disabled, Seen, Verdict};
+use crate::history::{AttemptOutcome, AttemptRecord, ResponseDetails};
+use crate::operational::{OperationalEvent, OperationalKind};
 use crate::retry::Decision;
-use crate::send::{Attempt, AttemptError, Timer};
+use crate::send::{Attempt, AttemptError, Response, Timer};
 use crate::stats::Stats;
+use crate::subscription::{StoredWebhookSubscription, redact_url};
 
 #[derive(Default)]
 struct Queue {
@@ -182,6 +187,15 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
             job.fail(&shared, DeliveryError::Shutdown { last: None });
             continue;
         }
+        // Disabled since it was queued (its endpoint died meanwhile, or an
+        // operator disabled it): given up with the reason.
+        if let Target::Stored(stored) = &job.target
+            && let Some(reason) = shared.disabled(stored)
+        {
+            Stats::inc(&shared.stats.skipped_disabled);
+            job.fail(&shared, DeliveryError::SubscriptionDisabled { reason });
+            continue;
+        }
         let permit = match kept.take().or_else(|| shared.global.try_acquire().ok()) {
             Some(permit) => permit,
             None => tokio::select! {
@@ -201,6 +215,7 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
             subscription_id = job.target.id().unwrap_or(""),
             attempt = job.attempts,
         );
+        let started_at = chrono::Utc::now();
         let timer = Timer::start();
         let send = tracing::Instrument::instrument(
             shared.sender.send(&job.event, job.target.subscription(), &job.url),
@@ -221,30 +236,178 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
         let _enter = span.enter();
         match attempt {
             None => job.fail(&shared, DeliveryError::Shutdown { last: Some("cancelled in flight".into()) }),
-            Some(Attempt::Delivered { status }) => {
-                tracing::debug!(status, latency_ms = timer.millis(), "delivered");
-                Stats::inc(&shared.stats.delivered);
-                job.done.clone().finish(&shared, true);
+            Some(attempt) => conclude(&shared, job, attempt, started_at, timer.millis()),
+        }
+    }
+}
+
+/// What becomes of a delivery after one attempt: delivered, retried, or
+/// given up; its record written, its subscription's health told.
+fn conclude(shared: &Arc<Shared>, job: Job, attempt: Attempt, started_at: chrono::DateTime<chrono::Utc>, millis: u64) {
+    let disable_asked = attempt.asks_to_disable();
+    let Attempt { result, retry_after, response } = attempt;
+    let mut decision = match &result {
+        Ok(_) => None,
+        Err(error) => Some(shared.retry.decide(job.attempts, error, retry_after)),
+    };
+    let given_up = matches!(decision, Some(Decision::Final));
+    let verdict = match &job.target {
+        Target::Stored(stored) => {
+            let seen = match (&result, disable_asked) {
+                (_, true) => Seen::Disable(if response.as_ref().is_some_and(|r| r.status == 410) {
+                    "410 Gone"
+                } else {
+                    "webhook-delivery: disable"
+                }),
+                (Ok(_), false) => Seen::Success,
+                (Err(_), false) => Seen::Failure { given_up },
+            };
+            Some(shared.health.observe(&stored.id, &stored.health, seen, started_at))
+        }
+        _ => None,
+    };
+    // A subscription disabled by this outcome is not retried.
+    let disabled = verdict.as_ref().and_then(|v| v.disable.clone());
+    if disabled.is_some() && matches!(decision, Some(Decision::RetryAfter(_))) {
+        decision = Some(Decision::Final);
+    }
+    if let Some(recorder) = &shared.recorder {
+        let outcome = match decision {
+            None => AttemptOutcome::Delivered,
+            Some(Decision::RetryAfter(_)) => AttemptOutcome::Retrying,
+            Some(Decision::Final) => AttemptOutcome::GivenUp,
+        };
+        recorder.record(attempt_record(&job, &result, response.as_ref(), outcome, started_at, millis));
+    }
+    if let (Some(verdict), Target::Stored(stored)) = (verdict, &job.target) {
+        act_on(shared, stored, verdict, &job.event, result.as_ref().err());
+    }
+    match (result, decision) {
+        (Ok(status), _) => {
+            tracing::debug!(status, latency_ms = millis, "delivered");
+            Stats::inc(&shared.stats.delivered);
+            job.done.clone().finish(shared, true);
+        }
+        (Err(error), Some(Decision::RetryAfter(delay))) => {
+            tracing::debug!(latency_ms = millis, error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+            Stats::inc(&shared.stats.retried);
+            match (shared.schedule.clone(), job.target.reference()) {
+                (Some(schedule), Some(target)) => defer(shared, job, schedule, target, delay, Some(error)),
+                _ => schedule_retry(shared, job, delay, error),
             }
-            Some(Attempt::Failed { error, retry_after }) => {
-                match shared.retry.decide(job.attempts, &error, retry_after) {
-                    Decision::Final => {
-                        // Reported once, through on_failure (which logs it when no handler is set).
-                        tracing::debug!(latency_ms = timer.millis(), error = %error, "delivery failed for good");
-                        job.fail(&shared, error.into());
-                    }
-                    Decision::RetryAfter(delay) => {
-                        tracing::debug!(latency_ms = timer.millis(), error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
-                        Stats::inc(&shared.stats.retried);
-                        match (shared.schedule.clone(), job.target.reference()) {
-                            (Some(schedule), Some(target)) => defer(&shared, job, schedule, target, delay, Some(error)),
-                            _ => schedule_retry(&shared, job, delay, error),
-                        }
-                    }
+        }
+        (Err(error), _) => {
+            // Reported once, through on_failure (which logs it when no handler is set).
+            tracing::debug!(latency_ms = millis, error = %error, "delivery failed for good");
+            let mut exhausted = OperationalEvent::new(OperationalKind::AttemptExhausted);
+            exhausted.subscription_id = job.target.id().map(str::to_owned);
+            exhausted.owner_id = job.target.subscription().owner_id.clone();
+            exhausted.target_url = Some(redact_url(&job.target.subscription().target_url).to_owned());
+            exhausted.event_id = Some(job.event.id.as_str().to_owned());
+            exhausted.event_name = Some(job.event.name.clone());
+            exhausted.attempts = Some(job.attempts);
+            exhausted.reason = Some(error.to_string());
+            super::tell(shared, exhausted);
+            // A retry cut short by disabling says why; an error that was
+            // final anyway (410 Gone) is the reason itself.
+            let error = match disabled {
+                Some(reason) if error.is_transient() => DeliveryError::SubscriptionDisabled { reason },
+                _ => error.into(),
+            };
+            job.fail(shared, error);
+        }
+    }
+}
+
+/// The attempt log's record of one attempt.
+fn attempt_record(
+    job: &Job,
+    result: &Result<u16, AttemptError>,
+    response: Option<&Response>,
+    outcome: AttemptOutcome,
+    started_at: chrono::DateTime<chrono::Utc>,
+    millis: u64,
+) -> AttemptRecord {
+    let (status, error_kind, error) = match result {
+        Ok(status) => (Some(*status), None, None),
+        Err(e) => (response.map(|r| r.status), Some(e.kind().to_owned()), Some(e.to_string())),
+    };
+    let response = response.map_or_else(ResponseDetails::default, |r| {
+        ResponseDetails::from_raw(r.retry_after.as_deref(), r.content_type.as_deref(), &r.body, r.body_truncated)
+    });
+    AttemptRecord {
+        id: String::new(),
+        event_id: job.event.id.as_str().to_owned(),
+        event_name: job.event.name.clone(),
+        subscription_id: job.target.id().map(str::to_owned),
+        owner_id: job.event.owner_id.clone(),
+        target_url: redact_url(&job.target.subscription().target_url).to_owned(),
+        attempt: job.attempts,
+        started_at,
+        duration_ms: millis,
+        outcome,
+        status,
+        error_kind,
+        error,
+        response,
+    }
+}
+
+/// Writes what the health tracker asks to the store, and tells the operator.
+fn act_on(
+    shared: &Arc<Shared>,
+    stored: &Arc<StoredWebhookSubscription>,
+    verdict: Verdict,
+    event: &Event,
+    error: Option<&AttemptError>,
+) {
+    let Verdict { persist, disable, failing, recovered } = verdict;
+    let about = |kind| {
+        let mut op = OperationalEvent::new(kind);
+        op.subscription_id = Some(stored.id.clone());
+        op.owner_id = stored.owner_id.clone();
+        op.target_url = Some(redact_url(&stored.target_url).to_owned());
+        op.event_id = Some(event.id.as_str().to_owned());
+        op.event_name = Some(event.name.clone());
+        op.reason = error.map(ToString::to_string);
+        op.health = persist.clone();
+        op
+    };
+    if failing {
+        super::tell(shared, about(OperationalKind::EndpointFailing));
+    }
+    if recovered {
+        super::tell(shared, about(OperationalKind::EndpointRecovered));
+    }
+    let Some(store) = shared.store.clone() else { return };
+    if persist.is_none() && disable.is_none() {
+        return;
+    }
+    let disabled_event = disable.as_ref().map(|reason| {
+        let mut op = about(OperationalKind::EndpointDisabled);
+        op.reason = Some(reason.clone());
+        op
+    });
+    let (shared2, id) = (shared.clone(), stored.id.clone());
+    drop(shared.tasks.spawn(async move {
+        if let Some(health) = persist
+            && let Err(e) = store.record_health(&id, &health).await
+        {
+            tracing::warn!(subscription_id = %id, error = %e, "could not write a subscription's health");
+        }
+        if let (Some(reason), Some(op)) = (disable, disabled_event) {
+            match store.set_disabled(&id, Some(Disabled::now(reason.clone()))).await {
+                Ok(_) => {
+                    Stats::inc(&shared2.stats.disabled);
+                    tracing::warn!(subscription_id = %id, reason = %reason, "subscription disabled");
+                    super::tell(&shared2, op);
+                }
+                Err(e) => {
+                    tracing::error!(subscription_id = %id, error = %e, "could not disable a subscription in the store; it is skipped here for now");
                 }
             }
         }
-    }
+    }));
 }
 
 /// How long a delivery that found its endpoint's backlog full waits in the
@@ -304,9 +467,48 @@ fn schedule_retry(shared: &Arc<Shared>, job: Job, delay: Duration, error: Attemp
         tokio::select! {
             biased;
             () = shared2.cancel.cancelled() => job.fail(&shared2, DeliveryError::Shutdown { last: Some(error.to_string()) }),
-            () = tokio::time::sleep(delay) => enqueue(&shared2, job, true),
+            () = tokio::time::sleep(delay) => if let Some(job) = refresh(&shared2, job).await {
+                enqueue(&shared2, job, true);
+            },
         }
     });
+}
+
+/// A retry of a store's subscription, with the subscription read again as
+/// a durable retry's is: one removed meanwhile is not retried, one disabled
+/// is given up with the reason, a new URL or secret is used. `None` when
+/// the job ended here. A store that cannot answer leaves the copy it had.
+async fn refresh(shared: &Arc<Shared>, mut job: Job) -> Option<Job> {
+    let (Target::Stored(stored), Some(store)) = (&job.target, &shared.store) else { return Some(job) };
+    let fresh = match store.get(&stored.id).await {
+        Ok(Some(fresh)) => fresh,
+        Ok(None) => {
+            tracing::warn!(event_id = %job.event.id, event = %job.event.name, "the subscription of a retry is gone; it is dropped");
+            job.done.clone().finish(shared, true);
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "store look-up failed for a retry; it goes with the copy it has");
+            return Some(job);
+        }
+    };
+    if let Some(disabled) = &fresh.disabled {
+        Stats::inc(&shared.stats.skipped_disabled);
+        let reason = disabled.reason.clone();
+        job.fail(shared, DeliveryError::SubscriptionDisabled { reason });
+        return None;
+    }
+    if fresh.target_url != stored.target_url {
+        match shared.urls.parse(&fresh.target_url) {
+            Ok(url) => job.url = url,
+            Err(e) => {
+                job.fail(shared, DeliveryError::InvalidTarget(e));
+                return None;
+            }
+        }
+    }
+    job.target = Target::Stored(Arc::new(fresh));
+    Some(job)
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Acker, BackendError, Received, RetrySchedule, Scheduled, TargetRef};
 use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, FailureStore, RedeliverError};
 use crate::event::Event;
+use crate::health::{DisablePolicy, Tracker};
+use crate::history::recorder::Recorder;
+use crate::operational::{OperationalEvent, OperationalHandler};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::send::Sender;
 use crate::stats::Stats;
@@ -93,6 +96,15 @@ pub(crate) struct Parts {
     pub(crate) shards: Vec<tokio::runtime::Handle>,
     /// What the backend the events come from keeps durably.
     pub(crate) durable: Durable,
+    /// Where attempt records go (none: not recorded).
+    pub(crate) recorder: Option<Recorder>,
+    /// When failing subscriptions are disabled.
+    pub(crate) disable: DisablePolicy,
+    /// The `on_operational` callback.
+    pub(crate) operational: Option<Arc<dyn OperationalHandler>>,
+    /// Operational events also go as webhooks to the static subscribers
+    /// of their names.
+    pub(crate) operational_webhooks: bool,
 }
 
 /// What a queue backend keeps durably for the engine that consumes it.
@@ -137,6 +149,10 @@ struct Shared {
     shards: Vec<Shard>,
     schedule: Option<Arc<dyn RetrySchedule>>,
     failure_store: Option<Arc<dyn FailureStore>>,
+    recorder: Option<Recorder>,
+    health: Tracker,
+    operational: Option<Arc<dyn OperationalHandler>>,
+    operational_webhooks: bool,
 }
 
 /// One delivery thread, as its endpoint workers see it.
@@ -152,6 +168,44 @@ impl Shared {
     fn fail(&self, failure: DeliveryFailure) {
         Stats::inc(&self.stats.failed);
         crate::dead_letter::report(&*self.failures, failure);
+    }
+
+    /// Why deliveries to `stored` are not made, if it is disabled: in its
+    /// copy, or lately by this engine (copies may be older).
+    fn disabled(&self, stored: &StoredWebhookSubscription) -> Option<String> {
+        if let Some(disabled) = &stored.disabled {
+            return Some(disabled.reason.clone());
+        }
+        self.health.disabled_here(&stored.id)
+    }
+}
+
+/// Tells the operator: the `on_operational` callback (a panic in it
+/// contained), and the operational webhooks when there are any.
+fn tell(shared: &Arc<Shared>, event: OperationalEvent) {
+    if shared.operational_webhooks && shared.statics.contains_key(event.kind.as_str()) && !shared.cancel.is_cancelled()
+    {
+        match crate::event::Payload::from_serialize(&event) {
+            Ok(payload) => {
+                let mut webhook = Event::new(event.kind.as_str(), payload);
+                webhook.owner_id = None;
+                let dispatcher = Dispatcher { shared: shared.clone() };
+                drop(shared.tasks.spawn(async move {
+                    if let Some(fan_out) = dispatcher.reserve().await {
+                        let FanOut { dispatcher, slot } = fan_out;
+                        dispatcher.fan_out(Arc::new(webhook), Acker::none(), false).await;
+                        drop(slot);
+                    }
+                }));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not encode an operational event"),
+        }
+    }
+    if let Some(handler) = &shared.operational {
+        let kind = event.kind;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_operational(event))).is_err() {
+            tracing::error!(event = %kind, "the on_operational handler panicked");
+        }
     }
 }
 
@@ -229,7 +283,7 @@ impl FanOut<'_> {
         let FanOut { dispatcher: this, slot } = self;
         let dispatcher = this.clone();
         let mut fan_out = Box::pin(async move {
-            dispatcher.fan_out(event, ack).await;
+            dispatcher.fan_out(event, ack, true).await;
             drop(slot);
         });
         // Usually the look-up answers at once (a memory store, a cache hit):
@@ -378,29 +432,48 @@ impl Job {
     /// once it is (a failure it cannot take leaves the event unacked, to be
     /// handed out again, rather than only logged).
     fn fail(self, shared: &Arc<Shared>, error: DeliveryError) {
-        let shutdown = matches!(error, DeliveryError::Shutdown { .. });
         let failure = self.target.failure(self.event, error, self.attempts);
-        let done = self.done;
-        match shared.failure_store.clone() {
-            Some(store) if !shutdown => {
-                let shared = shared.clone();
-                shared.tasks.clone().spawn(async move {
-                    let recorded = record(&shared, &*store, &failure).await;
-                    shared.fail(failure);
-                    done.finish(&shared, recorded);
-                });
-            }
-            _ => {
+        give_up(shared, failure, self.done);
+    }
+}
+
+/// Reports a final failure and counts its delivery down in `done`; with a
+/// failure store, records it there first (see [`Job::fail`]).
+fn give_up(shared: &Arc<Shared>, failure: DeliveryFailure, done: Arc<EventDone>) {
+    let shutdown = matches!(failure.error, DeliveryError::Shutdown { .. });
+    match shared.failure_store.clone() {
+        Some(store) if !shutdown => {
+            let shared = shared.clone();
+            shared.tasks.clone().spawn(async move {
+                let recorded = record(&shared, &*store, &failure).await;
                 shared.fail(failure);
-                done.finish(shared, !shutdown);
-            }
+                done.finish(&shared, recorded);
+            });
+        }
+        _ => {
+            shared.fail(failure);
+            done.finish(shared, !shutdown);
         }
     }
 }
 
 impl Dispatcher {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { sender, store, retry, failures, stats, limits, statics, shards, durable } = parts;
+        let Parts {
+            sender,
+            store,
+            retry,
+            failures,
+            stats,
+            limits,
+            statics,
+            shards,
+            durable,
+            recorder,
+            disable,
+            operational,
+            operational_webhooks,
+        } = parts;
         let cancel = CancellationToken::new();
         let shards = shards.into_iter().map(|handle| Shard { handle, cancel: cancel.child_token() }).collect();
         Self {
@@ -424,8 +497,24 @@ impl Dispatcher {
                 shards,
                 schedule: durable.schedule,
                 failure_store: durable.failures,
+                recorder,
+                health: Tracker::new(disable),
+                operational,
+                operational_webhooks,
             }),
         }
+    }
+
+    /// Forgets the health this engine tracked for subscription `id` (it
+    /// was enabled again).
+    pub(crate) fn forget_health(&self, id: &str) {
+        self.shared.health.forget(id);
+    }
+
+    /// Takes subscription `id` as disabled at once (it was disabled through
+    /// this engine: the copies its queued deliveries hold say otherwise).
+    pub(crate) fn mark_disabled(&self, id: &str, reason: &str) {
+        self.shared.health.mark_disabled(id, reason);
     }
 
     /// Waits, until `stop_at`, for every task (consumer, fan-outs,
@@ -557,9 +646,10 @@ impl Dispatcher {
         self.shared.fail(DeliveryFailure::of_event(Arc::new(event), error));
     }
 
-    /// Finds an event's subscriptions and queues one job for each; once
-    /// they are all done, the event is acked where `ack` says.
-    async fn fan_out(&self, event: Arc<Event>, ack: Acker) {
+    /// Finds an event's subscriptions (the store's too, `with_store`) and
+    /// queues one job for each; once they are all done, the event is acked
+    /// where `ack` says. Disabled subscriptions are skipped, and counted.
+    async fn fan_out(&self, event: Arc<Event>, ack: Acker, with_store: bool) {
         let shared = &self.shared;
         let owner = event.owner_id.as_deref();
         let statics = shared.statics.get(&event.name).map_or(&[][..], |s| &s[..]);
@@ -579,9 +669,16 @@ impl Dispatcher {
             )
             .collect();
         let mut complete = true;
-        if let Some(store) = &shared.store {
+        if let Some(store) = shared.store.as_ref().filter(|_| with_store) {
             match self.lookup(store.as_ref(), &event).await {
-                Ok(subs) => targets.extend(subs.into_iter().map(Target::Stored)),
+                Ok(subs) => {
+                    for sub in subs {
+                        match shared.disabled(&sub) {
+                            None => targets.push(Target::Stored(sub)),
+                            Some(_) => Stats::inc(&shared.stats.skipped_disabled),
+                        }
+                    }
+                }
                 Err(error) => {
                     complete = !matches!(error, DeliveryError::Shutdown { .. });
                     shared.fail(DeliveryFailure::of_event(event.clone(), error));
@@ -643,6 +740,15 @@ impl Dispatcher {
                 .map(|s| Target::Static { sub: s.clone(), index: *index })),
         };
         let target = match found {
+            Ok(Some(Target::Stored(stored))) if let Some(reason) = shared.disabled(&stored) => {
+                // Given up with the reason, and recorded: `recover` sends
+                // it again once the subscription is enabled.
+                Stats::inc(&shared.stats.skipped_disabled);
+                let failure =
+                    Target::Stored(stored).failure(event, DeliveryError::SubscriptionDisabled { reason }, attempts);
+                give_up(&self.shared, failure, EventDone::new(1, false, ack));
+                return;
+            }
             Ok(Some(target)) => target,
             Ok(None) => {
                 tracing::warn!(event_id = %event.id, event = %event.name, "the subscription of a due retry is gone; it is dropped");
@@ -689,7 +795,7 @@ impl Dispatcher {
         let DeliveryFailure { event, subscription, subscription_id, .. } = failure;
         let Some(subscription) = subscription else {
             Stats::inc(&shared.stats.redelivered);
-            self.fan_out(event, Acker::none()).await;
+            self.fan_out(event, Acker::none(), true).await;
             return Ok(());
         };
         let url = shared.urls.parse(&subscription.target_url).map_err(|e| RedeliverError::InvalidUrl(e.to_string()))?;

@@ -39,8 +39,9 @@ use crate::dead_letter::{DeliveryError, DeliveryFailure, FailureHandler, Redeliv
 use crate::dispatch::Dispatcher;
 use crate::engine::{BuildError, Durable, Engine, EngineConfig, ShutdownReport};
 use crate::event::{Event, EventId, Payload};
+use crate::history::AttemptLog;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::subscription::WebhookSubscription;
 
 /// The handler's response, as the hook captured it.
@@ -211,6 +212,8 @@ struct Inner {
     cancel: CancellationToken,
     pipeline_task: Mutex<Option<JoinHandle<()>>>,
     delivery: Delivery,
+    /// The subscription store, for enabling and disabling.
+    store: Option<Arc<dyn Store>>,
 }
 
 /// Where this app's events are delivered.
@@ -608,6 +611,63 @@ impl Fastapihooks {
         Ok(())
     }
 
+    /// The attempt log of in-process delivery (none when attempts are not
+    /// recorded, or a queue backend's workers deliver: query the log they
+    /// share instead). See [`crate::history`].
+    ///
+    /// ```
+    /// # use fastapihooks_core::{Fastapihooks, history::AttemptQuery};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hooks = Fastapihooks::builder().build()?;
+    /// let log = hooks.attempt_log().expect("recorded in memory by default");
+    /// let page = log.query(&AttemptQuery::new().subscription("sub_1").limit(20)).await?;
+    /// assert!(page.records.is_empty());
+    /// # hooks.shutdown(std::time::Duration::from_millis(10)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attempt_log(&self) -> Option<Arc<dyn AttemptLog>> {
+        match &self.inner.delivery {
+            Delivery::InProcess(engine) => engine.attempt_log().cloned(),
+            Delivery::Queue(..) => None,
+        }
+    }
+
+    /// Enables subscription `id` again after it was disabled (by the
+    /// [`DisablePolicy`](crate::health::DisablePolicy), the receiver or an
+    /// operator), clearing its health streak; `false` when the store has no
+    /// such subscription (or there is no store). Its given-up deliveries
+    /// are not sent again by this: see `recover`.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn enable_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        match &self.inner.delivery {
+            Delivery::InProcess(engine) => engine.enable(id).await,
+            Delivery::Queue(..) => match &self.inner.store {
+                Some(store) => store.set_disabled(id, None).await,
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// Disables subscription `id`, for `reason`: its events are skipped,
+    /// its waiting retries given up. `false` when there is no such
+    /// subscription (or no store).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn disable_subscription(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        match (&self.inner.delivery, &self.inner.store) {
+            (Delivery::InProcess(engine), _) => engine.disable(id, reason).await,
+            (Delivery::Queue(..), Some(store)) => {
+                store.set_disabled(id, Some(crate::health::Disabled::now(reason))).await
+            }
+            (Delivery::Queue(..), None) => Ok(false),
+        }
+    }
+
     /// Stops intake and waits, up to `deadline`, until every queued event
     /// and every pending delivery (retries included) is delivered or handed
     /// to `on_failure`; with a queue backend, until every queued or spooled
@@ -768,6 +828,7 @@ impl FastapihooksBuilder {
         let statics = self.engine.check()?;
         let stats = Arc::new(Stats::default());
         let failures = self.engine.failures();
+        let store = self.engine.store.clone();
         // With a queue backend the app only publishes: a worker delivers.
         let (audience, delivery, outlet) = match self.backend {
             None => {
@@ -814,6 +875,7 @@ impl FastapihooksBuilder {
                 cancel,
                 pipeline_task: Mutex::new(Some(task)),
                 delivery,
+                store,
             }),
         })
     }

@@ -13,6 +13,10 @@ use super::BuildError;
 use super::runtime::{DeliveryRuntime, OwnedRuntime};
 use crate::dead_letter::{FailureHandler, LogFailures};
 use crate::dispatch::{Dispatcher, Durable, Limits, Parts};
+use crate::health::DisablePolicy;
+use crate::history::recorder::{Recorder, Writer};
+use crate::history::{AttemptLog, MAX_RESPONSE_BODY, MemoryAttemptLog, Retention};
+use crate::operational::{OperationalHandler, OperationalKind};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::send::guard::NetworkPolicy;
@@ -167,6 +171,66 @@ macro_rules! engine_setters {
             self
         }
 
+        /// Where every attempt is recorded (default: a
+        /// [`MemoryAttemptLog`](crate::history::MemoryAttemptLog) of the
+        /// latest 10,000). Records are written off the delivery path, in
+        /// batches; see [`crate::history`].
+        #[must_use]
+        pub fn attempt_log(mut self, log: impl $crate::history::AttemptLog) -> Self {
+            self.engine.attempt_log = Some(::std::sync::Arc::new(log));
+            self
+        }
+
+        /// The attempt log, already shared (to query it from elsewhere too).
+        #[must_use]
+        pub fn attempt_log_arc(mut self, log: ::std::sync::Arc<dyn $crate::history::AttemptLog>) -> Self {
+            self.engine.attempt_log = Some(log);
+            self
+        }
+
+        /// Records no attempts (and keeps no response bodies).
+        #[must_use]
+        pub fn no_attempt_log(mut self) -> Self {
+            self.engine.attempt_log = None;
+            self
+        }
+
+        /// How long attempt records are kept (default 30 days; see
+        /// [`Retention`](crate::history::Retention)).
+        #[must_use]
+        pub fn attempt_retention(mut self, retention: $crate::history::Retention) -> Self {
+            self.engine.retention = retention;
+            self
+        }
+
+        /// When failing subscriptions are disabled (default: after 5 days
+        /// of failure with no success, and at once on `410 Gone` or
+        /// `webhook-delivery: disable`; see
+        /// [`DisablePolicy`](crate::health::DisablePolicy)).
+        #[must_use]
+        pub fn disable_policy(mut self, policy: $crate::health::DisablePolicy) -> Self {
+            self.engine.disable = policy;
+            self
+        }
+
+        /// Where operational events go (`endpoint.failing`,
+        /// `endpoint.disabled`, `endpoint.recovered`,
+        /// `message.attempt.exhausted`; see [`crate::operational`]).
+        #[must_use]
+        pub fn on_operational(mut self, handler: impl $crate::operational::OperationalHandler) -> Self {
+            self.engine.operational = Some(::std::sync::Arc::new(handler));
+            self
+        }
+
+        /// Also sends every operational event as a webhook of its own
+        /// (signed, retried, its JSON as the body) to `subscriber`, an
+        /// operator's endpoint. Call again to add more.
+        #[must_use]
+        pub fn operational_webhook(mut self, subscriber: $crate::subscription::WebhookSubscription) -> Self {
+            self.engine.operators.push(subscriber);
+            self
+        }
+
         /// Where deliveries run (default: threads of their own, one per CPU,
         /// at the app's priority); see [`DeliveryRuntime`](crate::DeliveryRuntime).
         #[must_use]
@@ -194,6 +258,14 @@ pub(crate) struct EngineConfig {
     pub(crate) tls_roots: Option<Vec<u8>>,
     pub(crate) limits: Limits,
     pub(crate) runtime: DeliveryRuntime,
+    pub(crate) attempt_log: Option<Arc<dyn AttemptLog>>,
+    pub(crate) retention: Retention,
+    pub(crate) disable: DisablePolicy,
+    pub(crate) operational: Option<Arc<dyn OperationalHandler>>,
+    /// The operator's endpoints for operational webhooks.
+    pub(crate) operators: Vec<WebhookSubscription>,
+    /// Set by `check` when there are operator endpoints.
+    pub(crate) operational_webhooks: bool,
 }
 
 impl Default for EngineConfig {
@@ -213,6 +285,12 @@ impl Default for EngineConfig {
             tls_roots: None,
             limits: Limits::default(),
             runtime: DeliveryRuntime::default(),
+            attempt_log: Some(Arc::new(MemoryAttemptLog::default())),
+            retention: Retention::default(),
+            disable: DisablePolicy::default(),
+            operational: None,
+            operators: Vec::new(),
+            operational_webhooks: false,
         }
     }
 }
@@ -234,6 +312,21 @@ impl EngineConfig {
             }
             statics.entry(event).or_default().push(sub);
         }
+        // The operator's endpoints are the static subscribers of the
+        // operational events' names: their retries then wait in a durable
+        // schedule like any static subscriber's.
+        for sub in std::mem::take(&mut self.operators) {
+            if let Err(error) = crate::subscription::validate_target_url(&sub.target_url)
+                .map(drop)
+                .and_then(|()| sub.secrets.iter().try_for_each(|s| s.validate().map_err(Into::into)))
+            {
+                return Err(BuildError::Subscriber { event: "operational webhooks".into(), error });
+            }
+            for kind in OperationalKind::ALL {
+                statics.entry(kind.as_str().to_owned()).or_default().push(sub.clone());
+            }
+            self.operational_webhooks = true;
+        }
         Ok(statics)
     }
 
@@ -250,7 +343,7 @@ impl EngineConfig {
         failures: Arc<dyn FailureHandler>,
         stats: Arc<Stats>,
         durable: Durable,
-    ) -> Result<(Dispatcher, Option<OwnedRuntime>), BuildError> {
+    ) -> Result<Started, BuildError> {
         let signer = Signer::new(self.signing_secret).with_schemes(self.signature_schemes);
         let config = SenderConfig {
             policy: self.network,
@@ -259,9 +352,17 @@ impl EngineConfig {
             proxy: self.proxy,
             head_limits: self.head_limits,
             tls_roots: self.tls_roots,
+            keep_body: if self.attempt_log.is_some() { MAX_RESPONSE_BODY } else { 0 },
         };
         let sender = Sender::new(config, signer).map_err(BuildError::Http)?;
         let runtime = self.runtime.start().map_err(BuildError::Runtime)?;
+        let (recorder, writer) = match &self.attempt_log {
+            Some(log) => {
+                let (recorder, writer) = Recorder::start(log.clone(), self.retention.clone(), stats.clone());
+                (Some(recorder), Some(writer))
+            }
+            None => (None, None),
+        };
         let dispatcher = Dispatcher::new(Parts {
             sender,
             store: self.store,
@@ -275,9 +376,21 @@ impl EngineConfig {
                 .collect(),
             shards: runtime.as_ref().map_or_else(Vec::new, |rt| rt.shards().to_vec()),
             durable,
+            recorder,
+            disable: self.disable,
+            operational: self.operational,
+            operational_webhooks: self.operational_webhooks,
         });
-        Ok((dispatcher, runtime))
+        Ok(Started { dispatcher, runtime, attempt_log: self.attempt_log, writer })
     }
+}
+
+/// A started engine's parts.
+pub(crate) struct Started {
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) runtime: Option<OwnedRuntime>,
+    pub(crate) attempt_log: Option<Arc<dyn AttemptLog>>,
+    pub(crate) writer: Option<Writer>,
 }
 
 impl fmt::Debug for EngineConfig {
@@ -292,6 +405,10 @@ impl fmt::Debug for EngineConfig {
             .field("proxy", &self.proxy)
             .field("head_limits", &self.head_limits)
             .field("limits", &self.limits)
+            .field("attempt_log", &self.attempt_log.is_some())
+            .field("retention", &self.retention)
+            .field("disable", &self.disable)
+            .field("operators", &self.operators)
             .finish_non_exhaustive()
     }
 }

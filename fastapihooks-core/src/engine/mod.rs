@@ -14,7 +14,7 @@
 mod config;
 mod runtime;
 
-pub(crate) use config::{EngineConfig, Statics, engine_setters};
+pub(crate) use config::{EngineConfig, Started, Statics, engine_setters};
 pub use runtime::DeliveryRuntime;
 
 use std::future::Future;
@@ -28,10 +28,17 @@ use crate::backend::{BackendError, Received};
 use crate::dead_letter::{DeliveryFailure, FailureHandler, RedeliverError};
 use crate::dispatch::Dispatcher;
 pub(crate) use crate::dispatch::Durable;
+use crate::history::AttemptLog;
+use crate::history::recorder::Writer;
 use crate::secret::SecretFormatError;
 use crate::stats::Stats;
+use crate::store::{Store, StoreError};
 use crate::subscription::InvalidSubscription;
 use runtime::OwnedRuntime;
+
+/// How long the attempt log's writer may take, at least, to write what is
+/// queued at shutdown, even past the shutdown deadline.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why the runtime could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +89,11 @@ pub(crate) struct Engine {
     /// The dedicated delivery threads, if any; stopped after the dispatcher.
     runtime: Mutex<Option<OwnedRuntime>>,
     report: OnceCell<ShutdownReport>,
+    /// Where attempts are recorded, for queries.
+    attempt_log: Option<Arc<dyn AttemptLog>>,
+    /// Writes attempt records; finished after the deliveries.
+    writer: Mutex<Option<Writer>>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Engine {
@@ -97,11 +109,15 @@ impl Engine {
         stats: Arc<Stats>,
         durable: Durable,
     ) -> Result<(Self, Dispatcher), BuildError> {
-        let (dispatcher, runtime) = config.start(statics, failures, stats, durable)?;
+        let store = config.store.clone();
+        let Started { dispatcher, runtime, attempt_log, writer } = config.start(statics, failures, stats, durable)?;
         let engine = Self {
             dispatcher: Mutex::new(Some(dispatcher.clone())),
             runtime: Mutex::new(runtime),
             report: OnceCell::new(),
+            attempt_log,
+            writer: Mutex::new(writer),
+            store,
         };
         Ok((engine, dispatcher))
     }
@@ -133,6 +149,31 @@ impl Engine {
         }
     }
 
+    /// The attempt log, if attempts are recorded.
+    pub(crate) fn attempt_log(&self) -> Option<&Arc<dyn AttemptLog>> {
+        self.attempt_log.as_ref()
+    }
+
+    /// Enables subscription `id` again (see `Fastapihooks::enable_subscription`).
+    pub(crate) async fn enable(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(store) = &self.store else { return Ok(false) };
+        let found = store.set_disabled(id, None).await?;
+        if let Some(dispatcher) = self.dispatcher() {
+            dispatcher.forget_health(id);
+        }
+        Ok(found)
+    }
+
+    /// Disables subscription `id` (see `Fastapihooks::disable_subscription`).
+    pub(crate) async fn disable(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        let Some(store) = &self.store else { return Ok(false) };
+        let found = store.set_disabled(id, Some(crate::health::Disabled::now(reason))).await?;
+        if found && let Some(dispatcher) = self.dispatcher() {
+            dispatcher.mark_disabled(id, reason);
+        }
+        Ok(found)
+    }
+
     /// Sends a reported failure again (see `Fastapihooks::redeliver`).
     pub(crate) async fn redeliver(&self, failure: DeliveryFailure) -> Result<(), RedeliverError> {
         match self.dispatcher() {
@@ -157,6 +198,12 @@ impl Engine {
                     // Every task is done: this drops the last reference to
                     // the HTTP client, which closes its pooled connections.
                     drop(dispatcher);
+                }
+                // Every attempt has ended: its record is written, with a
+                // moment's grace past a deadline that cut deliveries short.
+                let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(writer) = writer {
+                    writer.finish(stop_at.max(Instant::now() + WRITER_GRACE)).await;
                 }
                 drop(self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take());
                 ShutdownReport { drained }

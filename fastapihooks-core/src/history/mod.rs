@@ -12,6 +12,7 @@
 //! ([`AttemptPage::next`]).
 
 mod memory;
+pub(crate) mod recorder;
 
 use std::time::Duration;
 

@@ -152,8 +152,8 @@ impl Conn {
 
     /// Reads and discards the body that starts at `at`; true when the
     /// connection is at a message boundary with nothing after it.
-    pub(crate) async fn skip_body(&mut self, at: usize, framing: http1::Framing) -> bool {
-        let clean = http1::skip_body(&mut self.io, &mut self.buf, at, framing).await;
+    pub(crate) async fn skip_body(&mut self, at: usize, framing: http1::Framing, kept: &mut http1::Kept) -> bool {
+        let clean = http1::skip_body(&mut self.io, &mut self.buf, at, framing, kept).await;
         if self.buf.capacity() > MAX_KEPT_BUFFER {
             self.buf = Vec::new();
         }

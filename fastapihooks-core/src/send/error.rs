@@ -19,7 +19,7 @@ pub enum AttemptError {
     },
     /// The receiver asked not to be sent this delivery again: it answered
     /// `410 Gone`, or another status that is not 2xx with the header
-    /// `webhook-delivery: abort-message`. Final whatever the status.
+    /// `webhook-delivery: abort-message` (or `disable`). Final whatever the status.
     #[error("endpoint answered HTTP {status}: receiver asked to stop retrying ({reason})")]
     ReceiverStopped {
         /// The HTTP status code.
@@ -57,12 +57,18 @@ pub enum StopReason {
     /// Its response carried `webhook-delivery: abort-message`.
     #[error("{ABORT_HEADER}: {ABORT_VALUE}")]
     AbortHeader,
+    /// Its response carried `webhook-delivery: disable`.
+    #[error("{ABORT_HEADER}: {DISABLE_VALUE}")]
+    DisableHeader,
 }
 
 /// The response header with which a receiver controls a delivery.
 pub const ABORT_HEADER: &str = "webhook-delivery";
 /// The value of [`ABORT_HEADER`] that ends a delivery's retries.
 pub const ABORT_VALUE: &str = "abort-message";
+/// The value of [`ABORT_HEADER`] that disables the subscription (see
+/// [`DisablePolicy`](crate::health::DisablePolicy)).
+pub const DISABLE_VALUE: &str = "disable";
 
 /// Why a request could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::error::{ABORT_HEADER, ABORT_VALUE};
+use super::error::{ABORT_HEADER, ABORT_VALUE, DISABLE_VALUE};
 use crate::wire::{decimal, is_valid_header_value};
 
 /// Limits on the response heads read back.
@@ -138,6 +138,47 @@ pub(crate) struct Head {
     /// The head carried `webhook-delivery: abort-message`: the receiver
     /// asks that this delivery not be retried.
     pub(crate) abort: bool,
+    /// The head carried `webhook-delivery: disable`: the receiver asks that
+    /// its endpoint be sent nothing more.
+    pub(crate) disable: bool,
+    /// The `content-type` value, as sent (at most [`MAX_KEPT_VALUE`] bytes).
+    pub(crate) content_type: Option<Box<[u8]>>,
+    /// The `retry-after` value, as sent (at most [`MAX_KEPT_VALUE`] bytes).
+    pub(crate) retry_after_value: Option<Box<[u8]>>,
+}
+
+/// The most of a header value a [`Head`] keeps for the record.
+pub(crate) const MAX_KEPT_VALUE: usize = 256;
+
+/// The first bytes of a response body, kept while it is read (for the
+/// attempt log): up to `limit`, and whether there were more.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) limit: usize,
+    pub(crate) truncated: bool,
+}
+
+impl Kept {
+    /// Keeps up to `limit` bytes (0: none).
+    pub(crate) fn up_to(limit: usize) -> Self {
+        Self { bytes: Vec::new(), limit, truncated: false }
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if self.limit == 0 || data.is_empty() {
+            return;
+        }
+        let room = self.limit - self.bytes.len();
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+fn kept_value(value: &[u8]) -> Box<[u8]> {
+    value[..value.len().min(MAX_KEPT_VALUE)].into()
 }
 
 /// Reading a response failed.
@@ -272,6 +313,9 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
     let mut keep_alive = false;
     let mut retry_after = None;
     let mut abort = false;
+    let mut disable = false;
+    let mut content_type = None;
+    let mut retry_after_value = None;
     for h in resp.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -300,8 +344,15 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
             }
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = std::str::from_utf8(h.value).ok().and_then(|v| parse_retry_after(v, SystemTime::now()));
+            retry_after_value = Some(kept_value(h.value));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(kept_value(h.value));
         } else if name.eq_ignore_ascii_case(ABORT_HEADER) {
-            abort |= h.value.split(|&b| b == b',').any(|v| v.trim_ascii().eq_ignore_ascii_case(ABORT_VALUE.as_bytes()));
+            for v in h.value.split(|&b| b == b',') {
+                let v = v.trim_ascii();
+                abort |= v.eq_ignore_ascii_case(ABORT_VALUE.as_bytes());
+                disable |= v.eq_ignore_ascii_case(DISABLE_VALUE.as_bytes());
+            }
         }
     }
     let mut reuse = match resp.version {
@@ -323,7 +374,7 @@ fn head(resp: &httparse::Response<'_, '_>, status: u16) -> Result<Head, ReadErro
     if framing == Framing::Close {
         reuse = false;
     }
-    Ok(Head { status, retry_after, framing, keep_alive: reuse, abort })
+    Ok(Head { status, retry_after, framing, keep_alive: reuse, abort, disable, content_type, retry_after_value })
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -333,33 +384,43 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Reads and discards the body that starts at `pos` in `buf`, within
-/// [`MAX_BODY`]. Returns true when the body was read completely and nothing
-/// followed it, i.e. the connection is at a message boundary (it can be
-/// reused if the head allows). Leaves `buf` empty in that case.
+/// Reads the body that starts at `pos` in `buf`, within [`MAX_BODY`],
+/// keeping its first bytes in `kept` and discarding the rest. Returns true
+/// when the body was read completely and nothing followed it, i.e. the
+/// connection is at a message boundary (it can be reused if the head
+/// allows). Leaves `buf` empty in that case.
 pub(crate) async fn skip_body<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut Vec<u8>,
     pos: usize,
     framing: Framing,
+    kept: &mut Kept,
 ) -> bool {
     let mut pos = pos;
     let complete = match framing {
         Framing::Empty => true,
         Framing::Length(n) => match usize::try_from(n) {
-            Ok(n) if n <= MAX_BODY => skip(io, buf, &mut pos, n).await,
-            _ => false, // too large: closing is cheaper than reading it
+            Ok(n) if n <= MAX_BODY => skip(io, buf, &mut pos, n, kept).await,
+            _ => {
+                // Too large: closing is cheaper than reading it. What came
+                // with the head is kept.
+                kept.keep(&buf[pos..]);
+                kept.truncated = true;
+                false
+            }
         },
-        Framing::Chunked => skip_chunked(io, buf, &mut pos).await,
+        Framing::Chunked => skip_chunked(io, buf, &mut pos, kept).await,
         Framing::Close => {
             // Read to EOF (bounded), then close: the end of the body is the end of the connection.
             let mut read = buf.len() - pos;
+            kept.keep(&buf[pos..]);
             buf.clear();
             while read <= MAX_BODY {
                 match fill(io, buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => read += n,
                 }
+                kept.keep(buf);
                 buf.clear();
             }
             false
@@ -371,10 +432,17 @@ pub(crate) async fn skip_body<S: AsyncRead + Unpin>(
     clean
 }
 
-/// Skips `n` bytes from `pos`, reading as needed.
-async fn skip<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, pos: &mut usize, mut n: usize) -> bool {
+/// Skips `n` bytes from `pos`, reading as needed, keeping the first ones in `kept`.
+async fn skip<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    pos: &mut usize,
+    mut n: usize,
+    kept: &mut Kept,
+) -> bool {
     loop {
         let take = n.min(buf.len() - *pos);
+        kept.keep(&buf[*pos..*pos + take]);
         *pos += take;
         n -= take;
         if n == 0 {
@@ -422,7 +490,7 @@ async fn line<S: AsyncRead + Unpin>(
 
 /// Skips a chunked body: `size[;ext]\r\n data \r\n` ... `0\r\n`, trailers,
 /// `\r\n`.
-async fn skip_chunked<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, pos: &mut usize) -> bool {
+async fn skip_chunked<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, pos: &mut usize, kept: &mut Kept) -> bool {
     let mut total = 0usize;
     loop {
         let Some(size_line) = line(io, buf, pos, MAX_CHUNK_LINE).await else { return false };
@@ -436,7 +504,7 @@ async fn skip_chunked<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, pos: 
         if total > MAX_BODY {
             return false;
         }
-        if !skip(io, buf, pos, size).await {
+        if !skip(io, buf, pos, size, kept).await {
             return false;
         }
         match line(io, buf, pos, 1).await {
@@ -535,7 +603,7 @@ mod tests {
     async fn read(io: &mut Script) -> Result<(Head, bool), ReadError> {
         let mut buf = Vec::new();
         let (head, pos) = read_head(io, &mut buf, HeadLimits::default()).await?;
-        let clean = skip_body(io, &mut buf, pos, head.framing).await;
+        let clean = skip_body(io, &mut buf, pos, head.framing, &mut Kept::default()).await;
         let reusable = clean && head.keep_alive;
         Ok((head, reusable))
     }
@@ -630,6 +698,27 @@ mod tests {
             let (head, _) = read(&mut Script::whole(resp)).await.unwrap();
             assert_eq!(head.abort, abort, "{}", String::from_utf8_lossy(resp));
         }
+    }
+
+    #[tokio::test]
+    async fn the_disable_token_and_the_values_kept_for_the_record() {
+        let resp = b"HTTP/1.1 200 OK\r\nwebhook-delivery: disable\r\ncontent-type: text/plain\r\nretry-after: 30\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+        for script in [Script::whole(resp), Script::bytewise(resp)] {
+            let mut script = script;
+            let mut buf = Vec::new();
+            let (head, pos) = read_head(&mut script, &mut buf, HeadLimits::default()).await.unwrap();
+            assert!(head.disable && !head.abort);
+            assert_eq!(head.content_type.as_deref(), Some(&b"text/plain"[..]));
+            assert_eq!(head.retry_after_value.as_deref(), Some(&b"30"[..]));
+            let mut kept = Kept::up_to(5);
+            assert!(skip_body(&mut script, &mut buf, pos, head.framing, &mut kept).await, "read whole");
+            assert_eq!((&kept.bytes[..], kept.truncated), (&b"abcde"[..], true), "chunk data only, cut at 5");
+        }
+        let (head, _) =
+            read(&mut Script::whole(b"HTTP/1.1 503 X\r\nwebhook-delivery: abort-message\r\ncontent-length: 0\r\n\r\n"))
+                .await
+                .unwrap();
+        assert!(!head.disable && head.content_type.is_none());
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use crate::subscription::{Auth, WebhookSubscription};
 use crate::wire::is_valid_header_value;
 use conn::{Conn, Exchange, Via};
 use connect::{Connector, describe};
-pub use error::{ABORT_HEADER, ABORT_VALUE, AttemptError, NotSent, StopReason};
+pub use error::{ABORT_HEADER, ABORT_VALUE, AttemptError, DISABLE_VALUE, NotSent, StopReason};
 use guard::{NetworkPolicy, Refused};
 pub(crate) use http1::HeadLimits;
 use http1::{Head, ReadError, Request};
@@ -49,11 +49,39 @@ pub const USER_AGENT: &str = concat!("fastapihooks/", env!("CARGO_PKG_VERSION"))
 
 /// The outcome of one attempt.
 #[derive(Debug)]
-pub(crate) enum Attempt {
-    /// 2xx.
-    Delivered { status: u16 },
-    /// Failed; `retry_after` is what the endpoint asked for.
-    Failed { error: AttemptError, retry_after: Option<Duration> },
+pub(crate) struct Attempt {
+    /// The 2xx status, or why it failed.
+    pub(crate) result: Result<u16, AttemptError>,
+    /// The wait the receiver asked for before a retry.
+    pub(crate) retry_after: Option<Duration>,
+    /// What the receiver answered, when it did.
+    pub(crate) response: Option<Response>,
+}
+
+impl Attempt {
+    fn failed(error: AttemptError) -> Self {
+        Self { result: Err(error), retry_after: None, response: None }
+    }
+
+    /// True when the receiver asked that its endpoint be sent nothing
+    /// more (`410 Gone`, or `webhook-delivery: disable`).
+    pub(crate) fn asks_to_disable(&self) -> bool {
+        self.response.as_ref().is_some_and(|r| r.disable || r.status == 410)
+    }
+}
+
+/// What a receiver answered, as far as it is kept for the record. Raw
+/// bytes from the network: cleaned before they are shown or stored.
+#[derive(Debug, Default)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<Box<[u8]>>,
+    pub(crate) retry_after: Option<Box<[u8]>>,
+    /// The first bytes of the body (none unless the sender keeps them).
+    pub(crate) body: Vec<u8>,
+    pub(crate) body_truncated: bool,
+    /// `webhook-delivery: disable` was among its headers.
+    pub(crate) disable: bool,
 }
 
 /// What a sender is made of, besides its signer.
@@ -66,6 +94,8 @@ pub(crate) struct SenderConfig {
     pub(crate) head_limits: HeadLimits,
     /// CA certificates (PEM) trusted beside the system's.
     pub(crate) tls_roots: Option<Vec<u8>>,
+    /// How much of each response body to keep for the attempt log (0: none).
+    pub(crate) keep_body: usize,
 }
 
 /// The HTTP side of delivery: the connection pool (shared by clones, closed
@@ -79,6 +109,7 @@ pub(crate) struct Sender {
     signer: Signer,
     timeout: Duration,
     head_limits: HeadLimits,
+    keep_body: usize,
 }
 
 impl Sender {
@@ -104,6 +135,7 @@ impl Sender {
             signer,
             timeout: config.timeout,
             head_limits: config.head_limits,
+            keep_body: config.keep_body,
         }
     }
 
@@ -113,30 +145,36 @@ impl Sender {
             Ok(()) => self.exchange(event, sub, url).await,
             Err(error) => Err(error),
         };
-        let head = match head {
-            Ok(head) => head,
-            Err(error) => return Attempt::Failed { error, retry_after: None },
+        let (head, kept) = match head {
+            Ok(answer) => answer,
+            Err(error) => return Attempt::failed(error),
         };
         let status = head.status;
-        if (200..300).contains(&status) {
-            Attempt::Delivered { status }
+        let (result, retry_after) = if (200..300).contains(&status) {
+            (Ok(status), None)
         } else if status == 410 {
-            Attempt::Failed {
-                error: AttemptError::ReceiverStopped { status, reason: StopReason::Gone },
-                retry_after: None,
-            }
-        } else if head.abort {
+            (Err(AttemptError::ReceiverStopped { status, reason: StopReason::Gone }), None)
+        } else if head.abort || head.disable {
             // The receiver's own word wins over what its status would mean.
-            let error = AttemptError::ReceiverStopped { status, reason: StopReason::AbortHeader };
-            Attempt::Failed { error, retry_after: None }
+            let reason = if head.disable { StopReason::DisableHeader } else { StopReason::AbortHeader };
+            (Err(AttemptError::ReceiverStopped { status, reason }), None)
         } else if (300..400).contains(&status) {
             // Never followed: a redirect could lead past the network guard.
-            Attempt::Failed { error: AttemptError::Redirect { status }, retry_after: None }
+            (Err(AttemptError::Redirect { status }), None)
         } else {
             let error = AttemptError::Status { status };
             let retry_after = if error.is_transient() { head.retry_after } else { None };
-            Attempt::Failed { error, retry_after }
-        }
+            (Err(error), retry_after)
+        };
+        let response = Response {
+            status,
+            content_type: head.content_type,
+            retry_after: head.retry_after_value,
+            body: kept.bytes,
+            body_truncated: kept.truncated,
+            disable: head.disable,
+        };
+        Attempt { result, retry_after, response: Some(response) }
     }
 
     /// The request's bytes for one connection: head and body in one
@@ -184,7 +222,12 @@ impl Sender {
     /// over an idle pooled connection when there is one, else a new one.
     /// The connection goes back to the pool when the exchange left it
     /// reusable.
-    async fn exchange(&self, event: &Event, sub: &WebhookSubscription, url: &Url) -> Result<Head, AttemptError> {
+    async fn exchange(
+        &self,
+        event: &Event,
+        sub: &WebhookSubscription,
+        url: &Url,
+    ) -> Result<(Head, http1::Kept), AttemptError> {
         // One timer for the whole exchange.
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
@@ -228,15 +271,16 @@ impl Sender {
         // The status is known: reading the body only decides whether the
         // connection can be kept. Running out of time here costs the
         // connection, not the outcome.
+        let mut kept = http1::Kept::up_to(self.keep_body);
         let clean = tokio::select! {
             biased;
-            clean = conn.skip_body(body_at, head.framing) => clean,
+            clean = conn.skip_body(body_at, head.framing, &mut kept) => clean,
             () = &mut deadline => false,
         };
         if clean && complete && head.keep_alive {
             self.pool.put(endpoint, conn);
         }
-        Ok(head)
+        Ok((head, kept))
     }
 
     /// For IP-literal hosts (which skip the resolver), applies the network
@@ -387,6 +431,7 @@ mod tests {
             proxy: None,
             head_limits: HeadLimits::default(),
             tls_roots: None,
+            keep_body: 0,
         }
     }
 
@@ -404,14 +449,14 @@ mod tests {
         let url = Url::parse(&sub.target_url).unwrap();
         for _ in 0..3 {
             let attempt = sender.send(&event(), &sub, &url).await;
-            assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
+            assert!(matches!(attempt.result, Ok(200)), "{attempt:?}");
         }
         assert_eq!(handshakes.load(Ordering::SeqCst), 1, "one TLS connection, kept alive");
         // An IP-literal host: verified against the certificate's IP address, no SNI.
         let sub = WebhookSubscription::new(format!("https://127.0.0.1:{port}/h")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
         let attempt = sender.send(&event(), &sub, &url).await;
-        assert!(matches!(attempt, Attempt::Delivered { status: 200 }), "{attempt:?}");
+        assert!(matches!(attempt.result, Ok(200)), "{attempt:?}");
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen, [r#"sni=Some("localhost") alpn=Some("http/1.1")"#, r#"sni=None alpn=Some("http/1.1")"#]);
     }
@@ -492,7 +537,7 @@ mod tests {
         let url = Url::parse(&sub.target_url).unwrap();
         let mut delivered = 0;
         for _ in 0..3 {
-            if let Attempt::Delivered { .. } = sender.send(&event(), &sub, &url).await {
+            if sender.send(&event(), &sub, &url).await.result.is_ok() {
                 delivered += 1;
             }
             // Let the stray bytes arrive and be decrypted before the next delivery.
@@ -512,8 +557,8 @@ mod tests {
         let sender = Sender::new(config(policy, timeout), Signer::new(None)).unwrap();
         let sub = WebhookSubscription::new(format!("https://localhost:{port}/h")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
-        match sender.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: AttemptError::Network(msg), .. } => {
+        match sender.send(&event(), &sub, &url).await.result {
+            Err(AttemptError::Network(msg)) => {
                 assert!(msg.starts_with("tls handshake failed") && msg.contains("certificate"), "{msg}");
             }
             other => panic!("an untrusted certificate must fail: {other:?}"),
@@ -531,16 +576,16 @@ mod tests {
         let sender = Sender::with_tls(config(policy, timeout), Signer::new(None), test_tls());
         let sub = WebhookSubscription::new(format!("http://localhost:{port}/h?token=SECRET")).unwrap();
         let url = Url::parse(&sub.target_url).unwrap();
-        match sender.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: AttemptError::Network(msg), .. } => {
+        match sender.send(&event(), &sub, &url).await.result {
+            Err(AttemptError::Network(msg)) => {
                 assert_eq!(msg, "could not connect: connection refused");
             }
             other => panic!("{other:?}"),
         }
         // Names resolving only to refused addresses are refused, not retried.
         let strict = Sender::with_tls(config(NetworkPolicy::default(), timeout), Signer::new(None), test_tls());
-        match strict.send(&event(), &sub, &url).await {
-            Attempt::Failed { error: AttemptError::Refused(refused), .. } => assert_eq!(refused.host, "localhost"),
+        match strict.send(&event(), &sub, &url).await.result {
+            Err(AttemptError::Refused(refused)) => assert_eq!(refused.host, "localhost"),
             other => panic!("{other:?}"),
         }
     }
