@@ -253,6 +253,7 @@ impl FailureRecord {
     /// True when the record passes `filter` (its limit aside).
     pub fn matches(&self, filter: &FailureFilter) -> bool {
         filter.subscription_id.as_ref().is_none_or(|id| self.subscription_id.as_ref() == Some(id))
+            && filter.owner_id.as_ref().is_none_or(|owner| self.event.owner_id.as_ref() == Some(owner))
             && filter.event_name.as_ref().is_none_or(|name| self.event.name == *name)
             && filter.since.is_none_or(|t| self.failed_at >= t)
             && filter.until.is_none_or(|t| self.failed_at < t)
@@ -266,6 +267,8 @@ impl FailureRecord {
 pub struct FailureFilter {
     /// Only this subscription's.
     pub subscription_id: Option<String>,
+    /// Only events of this owner.
+    pub owner_id: Option<String>,
     /// Only events of this name.
     pub event_name: Option<String>,
     /// Only those that failed at or after this instant.
@@ -278,7 +281,7 @@ pub struct FailureFilter {
 
 impl Default for FailureFilter {
     fn default() -> Self {
-        Self { subscription_id: None, event_name: None, since: None, until: None, limit: 100 }
+        Self { subscription_id: None, owner_id: None, event_name: None, since: None, until: None, limit: 100 }
     }
 }
 
@@ -292,6 +295,13 @@ impl FailureFilter {
     #[must_use]
     pub fn subscription(mut self, id: impl Into<String>) -> Self {
         self.subscription_id = Some(id.into());
+        self
+    }
+
+    /// Only events of this owner.
+    #[must_use]
+    pub fn owner(mut self, id: impl Into<String>) -> Self {
+        self.owner_id = Some(id.into());
         self
     }
 
@@ -322,6 +332,19 @@ impl FailureFilter {
         self.limit = n.max(1);
         self
     }
+}
+
+/// What a recovery (Svix's "recover": every given-up delivery of a time
+/// window sent again) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoverReport {
+    /// Records sent again (and removed).
+    pub resent: usize,
+    /// Records that could not be sent again (kept).
+    pub failed: usize,
+    /// The limit was reached with more records in the window: recover again.
+    pub more: bool,
 }
 
 /// Why a [`FailureStore`] could not do what it was asked.

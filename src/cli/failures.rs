@@ -1,6 +1,6 @@
 //! `fastapihooks failures`: the deliveries workers gave up, as recorded in
 //! Redis (`{stream}:failures`): list, show, replay (same `webhook-id`),
-//! purge. Included by `src/bin/fastapihooks.rs`.
+//! recover (a time window), purge. Included by `src/bin/fastapihooks.rs`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -33,6 +33,10 @@ pub(crate) struct Filter {
     #[arg(long, value_name = "ID")]
     subscription: Option<String>,
 
+    /// Only events of this owner.
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+
     /// Only events of this name.
     #[arg(long, value_name = "NAME")]
     event: Option<String>,
@@ -51,11 +55,39 @@ pub(crate) struct Filter {
     limit: u32,
 }
 
+/// The deliveries `recover` sends again.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("whose").required(true).args(["subscription", "owner"])))]
+pub(crate) struct Window {
+    /// The subscription's (its store id).
+    #[arg(long, value_name = "ID")]
+    subscription: Option<String>,
+
+    /// Every subscription's of this owner.
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+
+    /// Given up since then: an RFC 3339 time or a time ago (`2h`, `7d`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: DateTime<Utc>,
+
+    /// Given up before then (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<DateTime<Utc>>,
+
+    /// At most this many; past it, recover again.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    limit: u32,
+}
+
 impl Filter {
     fn to_filter(&self) -> FailureFilter {
         let mut f = FailureFilter::new().limit(self.limit as usize);
         if let Some(id) = &self.subscription {
             f = f.subscription(id.clone());
+        }
+        if let Some(owner) = &self.owner {
+            f = f.owner(owner.clone());
         }
         if let Some(name) = &self.event {
             f = f.event(name.clone());
@@ -103,6 +135,16 @@ pub(crate) enum Failures {
         ids: Vec<String>,
         #[command(flatten)]
         filter: Filter,
+    },
+    /// Sends again every delivery given up in a time window, of one
+    /// subscription or one owner (Svix's "recover"): same `webhook-id`, a
+    /// fresh round of attempts through the retry schedule; each record
+    /// sent again is removed.
+    Recover {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        window: Window,
     },
     /// Removes recorded failures (asks first, unless --yes).
     Purge {
@@ -253,6 +295,35 @@ pub(crate) async fn run(command: Failures) -> Result<(), String> {
                 return Err(format!("{failed} record(s) could not be replayed; they are kept"));
             }
         }
+        Failures::Recover { source, window } => {
+            let backend = backend(&source)?;
+            if window.until.is_some_and(|until| until <= window.since) {
+                return Err("--until must be after --since".into());
+            }
+            let mut filter = FailureFilter::new().since(window.since).limit(window.limit as usize);
+            if let Some(id) = window.subscription {
+                filter = filter.subscription(id);
+            }
+            if let Some(owner) = window.owner {
+                filter = filter.owner(owner);
+            }
+            if let Some(until) = window.until {
+                filter = filter.until(until);
+            }
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message("recovering");
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let report = backend.recover(&filter).await.map_err(|e| e.to_string());
+            bar.finish_and_clear();
+            let report = report?;
+            eprintln!("{} sent again, {} not", report.resent, report.failed);
+            if report.more {
+                eprintln!("more given-up deliveries remain in the window: run recover again");
+            }
+            if report.failed > 0 {
+                return Err(format!("{} record(s) could not be sent again; they are kept", report.failed));
+            }
+        }
         Failures::Purge { source, ids, filter, yes } => {
             let backend = backend(&source)?;
             let records = select(&backend, &ids, &filter).await?;
@@ -282,7 +353,7 @@ pub(crate) async fn run(command: Failures) -> Result<(), String> {
 impl Filter {
     /// No filter (for `show`, which names its record).
     fn none() -> Self {
-        Self { subscription: None, event: None, since: None, until: None, limit: 1 }
+        Self { subscription: None, owner: None, event: None, since: None, until: None, limit: 1 }
     }
 }
 

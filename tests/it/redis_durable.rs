@@ -407,3 +407,85 @@ async fn an_endpoint_backlog_full_waits_in_redis_instead_of_failing() {
     assert_eq!(stats.failed, 0, "nothing given up: {stats:?}");
     assert_eq!(rx.hits_for("/slow").len(), 300, "each once");
 }
+
+// `failures recover`: exactly the given-up deliveries of one subscription
+// (or one owner) in a time window are sent again, with their webhook-ids.
+#[tokio::test]
+async fn recover_resends_exactly_the_given_up_deliveries_of_its_window() {
+    use fastapihooks::{MemoryStore, Store};
+
+    let url = redis_or_skip!();
+    let Some(bin) = cli_bin() else { return };
+    let stream = unique_key("durable-recover");
+    let rx = Receiver::start().await;
+    rx.script("/a", [Reply::status(400)]);
+    rx.script("/b", [Reply::status(400)]);
+    let store = MemoryStore::new();
+    let a = store.add("order.created", WebhookSubscription::new(rx.url("/a")).unwrap().owner("acme")).await.unwrap();
+    store.add("order.created", WebhookSubscription::new(rx.url("/b")).unwrap().owner("other")).await.unwrap();
+    let w = Worker::builder()
+        .backend(backend(&url, &stream).retry_poll_interval(Duration::from_millis(50)).build().unwrap())
+        .network_policy(NetworkPolicy::default().allow_loopback())
+        .retry_policy(RetryPolicy::none())
+        .signing_secret(SECRET)
+        .store(store)
+        .start()
+        .unwrap();
+    let app = Fastapihooks::builder().backend(backend(&url, &stream).build().unwrap()).build().unwrap();
+    let failures = backend(&url, &stream).build().unwrap().failures();
+    let recorded = |n: usize| {
+        let failures = failures.clone();
+        eventually(WAIT, move || {
+            let failures = failures.clone();
+            async move { failures.list(&fastapihooks::dead_letter::FailureFilter::new()).await.unwrap().len() == n }
+        })
+    };
+    let emit = |n: u32, owner: &str| {
+        app.enqueue(
+            fastapihooks::Emission::new("order.created").response_value(json!({"n": n})).owner(Some(owner.into())),
+        )
+        .unwrap()
+    };
+    emit(1, "acme");
+    emit(2, "other");
+    assert!(recorded(2).await, "two given up before the window");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = chrono::Utc::now().to_rfc3339();
+    emit(3, "acme");
+    emit(4, "acme");
+    assert!(recorded(4).await, "two more in the window");
+    let ids_of = |path: &str, n: u64| {
+        rx.hits_for(path).iter().find(|h| h.json()["n"] == n).and_then(|h| h.header("webhook-id")).unwrap().to_owned()
+    };
+    let in_window = [ids_of("/a", 3), ids_of("/a", 4)];
+
+    rx.script("/a", [Reply::status(200)]);
+    rx.script("/b", [Reply::status(200)]);
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["recover", "--since", &since]);
+    assert!(!ok && err.contains("--subscription"), "one of --subscription, --owner is required: {err}");
+    let (ok, _, err) =
+        failures_cli(bin, &url, &stream, &["recover", "--owner", "acme", "--since", &since, "--until", "2h"]);
+    assert!(!ok && err.contains("--until must be after --since"), "{err}");
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["recover", "--subscription", &a, "--since", &since]);
+    assert!(ok, "{err}");
+    assert!(err.contains("2 sent again"), "{err}");
+    let hits = rx.wait_for("/a", 6, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits_a = rx.hits_for("/a");
+    assert_eq!(hits_a.len(), 5, "3 given up + the 2 of the window sent again: {:?}", hits.len());
+    let mut resent: Vec<String> = hits_a[3..].iter().map(|h| h.header("webhook-id").unwrap().to_owned()).collect();
+    resent.sort();
+    let mut expected = in_window.to_vec();
+    expected.sort();
+    assert_eq!(resent, expected, "exactly the window's, with their webhook-ids");
+    assert!(hits_a[3..].iter().all(|h| h.status == 200));
+    assert_eq!(rx.hits_for("/b").len(), 1, "another subscription's are not touched");
+    // What is left: the one before the window, and the other owner's.
+    assert!(recorded(2).await);
+    let (ok, _, err) = failures_cli(bin, &url, &stream, &["recover", "--owner", "other", "--since", "1h"]);
+    assert!(ok && err.contains("1 sent again"), "{err}");
+    assert_eq!(rx.wait_for("/b", 2, WAIT).await.len(), 2);
+    assert!(recorded(1).await, "the acme failure before the window stays");
+    assert!(w.shutdown(Duration::from_secs(2)).await.drained);
+    app.shutdown(Duration::from_secs(2)).await;
+}

@@ -12,7 +12,9 @@ use super::reply::range_reply;
 use super::schedule::{self, DELIVERY_FIELD};
 use super::validate::is_entry_id;
 use crate::backend::{BackendError, Scheduled};
-use crate::dead_letter::{DeliveryFailure, FailureFilter, FailureRecord, FailureStore, FailureStoreError};
+use crate::dead_letter::{
+    DeliveryFailure, FailureFilter, FailureRecord, FailureStore, FailureStoreError, RecoverReport,
+};
 
 /// The field of a failure entry that holds its record, as JSON.
 const FAILURE_FIELD: &str = "failure";
@@ -177,5 +179,45 @@ impl Inner {
             })
             .await
             .map_err(|e| self.transport("replay", e))
+    }
+}
+
+/// See [`RedisStreamsBackend::recover`](super::RedisStreamsBackend::recover).
+pub(super) async fn recover(
+    backend: &super::RedisStreamsBackend,
+    filter: &FailureFilter,
+) -> Result<RecoverReport, BackendError> {
+    let store = RedisFailures(backend.inner.clone());
+    let mut report = RecoverReport::default();
+    // Replayed records are removed, so each listing holds the next ones;
+    // those that failed stay, and are not tried twice.
+    let mut kept = std::collections::HashSet::new();
+    let limit = filter.limit;
+    loop {
+        let room = limit - report.resent - report.failed;
+        if room == 0 {
+            let next = store.list(&filter.clone().limit(kept.len() + 1)).await;
+            report.more = next.map_err(|e| BackendError::Transport(Box::new(e)))?.len() > kept.len();
+            return Ok(report);
+        }
+        let page = store
+            .list(&filter.clone().limit((room + kept.len()).min(PAGE + kept.len())))
+            .await
+            .map_err(|e| BackendError::Transport(Box::new(e)))?;
+        let mut fresh: Vec<FailureRecord> = page.into_iter().filter(|r| !kept.contains(&r.id)).collect();
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+        fresh.truncate(room);
+        for record in &fresh {
+            match backend.replay(record).await {
+                Ok(()) => report.resent += 1,
+                Err(e) => {
+                    tracing::warn!(record = %record.id, error = %e, "a recorded failure could not be replayed; it is kept");
+                    kept.insert(record.id.clone());
+                    report.failed += 1;
+                }
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use self::connection::Connections;
 use self::heartbeat::InFlight;
 use super::{Backend, BackendError, PublishBatchError, Received, RetrySchedule};
-use crate::dead_letter::{FailureRecord, FailureStore};
+use crate::dead_letter::{FailureFilter, FailureRecord, FailureStore, RecoverReport};
 use crate::event::Event;
 use crate::secret::Secret;
 
@@ -637,6 +637,19 @@ impl RedisStreamsBackend {
     /// Redis could not take it; nothing changed then.
     pub async fn replay(&self, record: &FailureRecord) -> Result<(), BackendError> {
         self.inner.replay(record).await
+    }
+
+    /// Sends again every recorded failure that `filter` matches (a
+    /// subscription's or an owner's, in a time window), at most
+    /// `filter.limit`, each as [`replay`](Self::replay) does:
+    /// same `webhook-id`, a fresh round of attempts through the retry
+    /// schedule, the record removed. Records that cannot be replayed are
+    /// kept and counted.
+    ///
+    /// # Errors
+    /// Redis could not be read; what was replayed before stays replayed.
+    pub async fn recover(&self, filter: &FailureFilter) -> Result<RecoverReport, BackendError> {
+        failures::recover(self, filter).await
     }
 }
 
