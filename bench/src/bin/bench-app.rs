@@ -7,7 +7,8 @@
 //! delivers on the default `DeliveryRuntime`; `--shared` on the app's
 //! runtime, `--dedicated N` on N threads, `--nice K` at niceness K. The
 //! library's limits apply unless `--queue`, `--endpoint-backlog`,
-//! `--max-concurrency` or `--per-endpoint` set them.
+//! `--max-concurrency` or `--per-endpoint` set them. `--attempt-log none`
+//! records no attempts; `memory` (the default) the library's ring.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -87,6 +88,7 @@ async fn stats(State(hooks): State<Fastapihooks>) -> Json<Value> {
     Json(json!({
         "emitted": s.emitted, "queue_full": s.queue_full, "published": s.published,
         "delivered": s.delivered, "retried": s.retried, "failed": s.failed,
+        "attempts_recorded": s.attempts_recorded, "attempts_unrecorded": s.attempts_unrecorded,
         "rss_kb": kb("VmRSS:"), "peak_rss_kb": kb("VmHWM:"),
     }))
 }
@@ -134,6 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         runtime = fastapihooks::DeliveryRuntime::shared();
     }
     builder = builder.delivery_runtime(runtime);
+    builder = match arg("--attempt-log").as_deref() {
+        None | Some("memory") => builder,
+        Some("none") => builder.no_attempt_log(),
+        Some(other) => return Err(format!("--attempt-log: `{other}` is not none or memory").into()),
+    };
     let hooks = builder
         .store(store)
         .signing_secret(secret)
