@@ -6,6 +6,8 @@ mod cli_subscriptions;
 mod delivery;
 mod emission_pipeline;
 mod guard;
+mod history_conformance;
+mod history_storage;
 mod hook_emission;
 mod hook_hygiene;
 mod hook_options;

@@ -9,11 +9,14 @@
 //! `redis`) keep them where several processes can read them.
 //!
 //! Queries are newest first and paginated with an opaque cursor
-//! ([`AttemptPage::next`]).
+//! ([`AttemptPage::next`]). The `conformance` feature adds
+//! `conformance::run`, the checks every attempt log must pass.
 //!
 //! Where the SQL and Redis logs keep records, and how they prune, is in
 //! `docs/history.md` ("Attempt log storage").
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod sql;
