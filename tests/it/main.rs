@@ -7,6 +7,8 @@ mod delivery;
 mod emission_pipeline;
 mod guard;
 mod health;
+mod history_conformance;
+mod history_storage;
 mod hook_emission;
 mod hook_hygiene;
 mod hook_options;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use background::BackgroundTaskBackend;
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfigError, RedisSetting, RedisStreamsBackend, RedisStreamsBuilder};
+pub use redis::{RedisAttemptLog, RedisConfigError, RedisSetting, RedisStreamsBackend, RedisStreamsBuilder};
 
 use crate::dead_letter::FailureStore;
 use crate::event::Event;

@@ -9,10 +9,18 @@
 //! `redis`) keep them where several processes can read them.
 //!
 //! Queries are newest first and paginated with an opaque cursor
-//! ([`AttemptPage::next`]).
+//! ([`AttemptPage::next`]). The `conformance` feature adds
+//! `conformance::run`, the checks every attempt log must pass.
+//!
+//! Where the SQL and Redis logs keep records, and how they prune, is in
+//! `docs/history.md` ("Attempt log storage").
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
 pub(crate) mod recorder;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod sql;
 
 use std::time::Duration;
 
@@ -162,6 +170,37 @@ pub struct AttemptRecord {
     /// What the receiver answered.
     #[serde(default)]
     pub response: ResponseDetails,
+}
+
+impl AttemptRecord {
+    /// A record of attempt 1 of a delivery of event `event_id` (named
+    /// `event_name`) to `target_url`, started at `started_at`: no
+    /// subscription, owner, status or error, an empty response, 0 ms. Set
+    /// the other fields as needed.
+    pub fn new(
+        event_id: impl Into<String>,
+        event_name: impl Into<String>,
+        target_url: impl Into<String>,
+        started_at: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    ) -> Self {
+        Self {
+            id: String::new(),
+            event_id: event_id.into(),
+            event_name: event_name.into(),
+            subscription_id: None,
+            owner_id: None,
+            target_url: target_url.into(),
+            attempt: 1,
+            started_at,
+            duration_ms: 0,
+            outcome,
+            status: None,
+            error_kind: None,
+            error: None,
+            response: ResponseDetails::default(),
+        }
+    }
 }
 
 /// Which attempts to return: every field that is set must match; newest
@@ -391,6 +430,10 @@ pub enum AttemptLogError {
     /// A stored record could not be read back.
     #[error("attempt record not readable: {0}")]
     Corrupt(String),
+    /// A record of the batch is one this log cannot keep (a value over a
+    /// column's size); nothing of the batch was written. Not retryable.
+    #[error("attempt record refused: {0}")]
+    Invalid(String),
 }
 
 impl AttemptLogError {

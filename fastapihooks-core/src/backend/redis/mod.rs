@@ -14,8 +14,10 @@
 
 // One file a stage of the flow: publish -> consume (claim, with its
 // cleanup; heartbeat) -> ack, or dead_letter. Beneath them all: connection,
-// reply and validate (what is read from Redis is untrusted).
+// reply and validate (what is read from Redis is untrusted). Beside the
+// flow: attempts, the delivery history.
 mod ack;
+mod attempts;
 mod claim;
 mod cleanup;
 mod connection;
@@ -38,6 +40,7 @@ use futures_util::stream::BoxStream;
 use redis::{Client, RedisError};
 use tokio_util::sync::CancellationToken;
 
+pub use self::attempts::RedisAttemptLog;
 use self::connection::Connections;
 use self::heartbeat::InFlight;
 use super::{Backend, BackendError, PublishBatchError, Received, RetrySchedule};
@@ -625,6 +628,14 @@ impl RedisStreamsBackend {
     /// remove).
     pub fn failures(&self) -> Arc<dyn FailureStore> {
         Arc::new(failures::RedisFailures(self.inner.clone()))
+    }
+
+    /// The history of this stream's deliveries: every attempt, in a bounded
+    /// stream `{stream}:attempts` (about
+    /// [`RedisAttemptLog::DEFAULT_MAX_LEN`] entries; see
+    /// [`RedisAttemptLog::max_len`]), on this backend's connection.
+    pub fn attempt_log(&self) -> RedisAttemptLog {
+        RedisAttemptLog::new(self.inner.clone())
     }
 
     /// Sends a recorded failure again, with the same event (the same

@@ -253,6 +253,11 @@ impl SqlStore {
         .map_err(|e| store_error(self.dialect, "init", e))
     }
 
+    /// The connection pool, for the attempt log that shares it.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Closes the pool: waits for connections in use to be returned, then
     /// closes them all. Later operations fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
@@ -267,9 +272,9 @@ impl SqlStore {
     }
 }
 
-/// One pool per compiled dialect.
+/// One pool per compiled dialect (shared with `history::sql::SqlAttemptLog`).
 #[derive(Clone)]
-enum Pool {
+pub(crate) enum Pool {
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
     #[cfg(feature = "mysql")]
@@ -460,7 +465,7 @@ fn store_error(dialect: Dialect, op: &'static str, source: sqlx::Error) -> Store
 }
 
 /// "No such table": PostgreSQL `42P01`, MySQL `42S02` / 1146, SQLite's message.
-fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {
+pub(crate) fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {
     matches!(err.code().as_deref(), Some("42P01" | "42S02" | "1146")) || err.message().contains("no such table")
 }
 
