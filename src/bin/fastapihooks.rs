@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: subscriptions::Subscriptions,
     },
+    /// The attempt log: every attempt of every delivery, with what the receiver answered.
+    Attempts {
+        #[command(subcommand)]
+        command: attempts::Attempts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +152,18 @@ struct StartArgs {
     #[arg(long, value_name = "PEM_FILE")]
     tls_ca_file: Option<std::path::PathBuf>,
 
+    /// Where every attempt is recorded: `redis` (a bounded stream beside
+    /// the worker's, `{stream}:attempts`), a SQL URL (`sqlite://path.db`,
+    /// `postgres://...`, `mysql://...`: a `webhook_attempts` table, created
+    /// if missing), `memory` (this process only) or `none`.
+    #[arg(long, env = "FASTAPIHOOKS_ATTEMPT_LOG", hide_env_values = true, default_value = "redis")]
+    attempt_log: String,
+
+    /// How long attempt records are kept (a duration like `30d`; past it
+    /// they are pruned in small batches).
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_delay)]
+    attempt_retention: Duration,
+
     /// Log level.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -195,6 +212,8 @@ fn parse_delay(delay: &str) -> Result<Duration, String> {
     n.checked_mul(millis_per).map(Duration::from_millis).ok_or_else(|| bad("too long"))
 }
 
+#[path = "../cli/attempts.rs"]
+mod attempts;
 #[path = "../cli/failures.rs"]
 mod failures;
 #[path = "../cli/subscriptions.rs"]
@@ -204,6 +223,7 @@ fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Start(args) => args,
         Command::Failures { command } => return run_tool(failures::run(command)),
+        Command::Attempts { command } => return run_tool(attempts::run(command)),
         Command::Subscriptions { command } => {
             return run_tool(async move {
                 if command.store() == "memory" {
@@ -296,13 +316,19 @@ async fn start(args: StartArgs) -> Result<bool, String> {
     // error, not an unsigned worker.
     let signing_secret = signing_secret()?;
     let store = open_store(&args.store).await?;
+    let attempt_log = attempts::open(&args.attempt_log, "--attempt-log", Some(&backend)).await?;
     let mut builder = Worker::builder()
         .backend(backend.clone())
         .store_arc(store)
         .retry_policy(RetryPolicy::schedule(args.retry_schedule.0))
         .network_policy(network)
         .max_concurrency(args.max_concurrency as usize)
-        .per_endpoint_concurrency(args.per_endpoint_concurrency as usize);
+        .per_endpoint_concurrency(args.per_endpoint_concurrency as usize)
+        .attempt_retention(fastapihooks::history::Retention::default().max_age(args.attempt_retention));
+    builder = match attempt_log {
+        Some(log) => builder.attempt_log_arc(log),
+        None => builder.no_attempt_log(),
+    };
     if let Some(proxy) = proxy {
         tracing::info!(?proxy, "deliveries go through a proxy");
         builder = builder.proxy(proxy);

@@ -161,7 +161,7 @@ pub(crate) enum Failures {
 }
 
 /// `30m`, `2h`, `7d` (a time ago), or an RFC 3339 time.
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -188,7 +188,7 @@ fn backend(source: &Source) -> Result<RedisStreamsBackend, String> {
 }
 
 /// Text read from Redis, safe on a terminal: control characters escaped.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 

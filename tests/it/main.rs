@@ -2,6 +2,8 @@
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test crate
 
 #[cfg(all(feature = "sqlite", feature = "redis"))]
+mod cli_attempts;
+#[cfg(all(feature = "sqlite", feature = "redis"))]
 mod cli_subscriptions;
 mod delivery;
 mod emission_pipeline;
