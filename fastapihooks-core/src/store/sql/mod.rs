@@ -21,15 +21,16 @@
 //! | `failing_since`, `last_success` | timestamp, null | the health's times |
 //! | `given_up` | 64-bit integer, default 0 | deliveries given up since the last success |
 //!
+//! and an index on `(event_name, owner_id)` for the delivery-path look-up
+//! ([`Store::subscriptions_for`]).
+//!
 //! The enabled state and the health are columns, not one JSON value: an
 //! operator can ask SQL which subscriptions are disabled or failing, the
 //! times are real timestamps like `created_at`, and a table of the previous
 //! version gains them with plain defaults (enabled, healthy). Counts are
-//! `BIGINT` so that every `u32` fits; a negative or larger one, or a reason
-//! without a time (or the reverse), is read back as [`StoreError::Corrupt`].
-//!
-//! and an index on `(event_name, owner_id)` for the delivery-path look-up
-//! ([`Store::subscriptions_for`]).
+//! 64-bit (`BIGINT`, SQLite's `INTEGER`) so that every `u32` fits; a
+//! negative or larger one, or a reason without a time (or the reverse), is
+//! read back as [`StoreError::Corrupt`].
 //!
 //! Updates merge metadata atomically: the row is read and written in one
 //! transaction that holds a lock on it (`SELECT ... FOR UPDATE` on
