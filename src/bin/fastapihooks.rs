@@ -36,7 +36,7 @@ enum Command {
         command: failures::Failures,
     },
     /// The subscriptions of a SQL store: list, show, add, remove,
-    /// rotate-secret.
+    /// rotate-secret, enable, disable.
     Subscriptions {
         #[command(subcommand)]
         command: subscriptions::Subscriptions,
@@ -404,7 +404,7 @@ async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
 async fn sql_store(spec: &str) -> Result<Arc<dyn Store>, String> {
     use fastapihooks::store::sql::SqlStore;
     let store = SqlStore::connect(spec).await.map_err(|e| format!("--store: {e}"))?;
-    store.init().await.map_err(|e| format!("--store: could not create the subscriptions table: {e}"))?;
+    store.init().await.map_err(|e| format!("--store: could not create or upgrade the subscriptions table: {e}"))?;
     Ok(Arc::new(store))
 }
 

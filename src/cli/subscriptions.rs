@@ -1,5 +1,5 @@
 //! `fastapihooks subscriptions`: the subscriptions of the configured store
-//! (list, show, add, remove, rotate-secret). Included by
+//! (list, show, add, remove, rotate-secret, enable, disable). Included by
 //! `src/bin/fastapihooks.rs`, which opens the store.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
+use fastapihooks::health::Disabled;
 use fastapihooks::secret::SigningSecret;
 use fastapihooks::store::{Store, rotate_stored_secret};
 use fastapihooks::subscription::{StoredWebhookSubscription, validate_target_url};
@@ -37,13 +38,18 @@ pub(crate) struct Destinations {
 /// What to do with the store's subscriptions.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Subscriptions {
-    /// Lists the subscriptions to an event.
+    /// Lists subscriptions, by id: every one, or an event's, or an
+    /// owner's; each with its enabled state and health.
     List {
         #[command(flatten)]
         store: StoreArgs,
-        /// The event name.
+        /// Only the subscriptions to this event.
         #[arg(long, value_name = "NAME")]
-        event: String,
+        event: Option<String>,
+        /// Only this owner's subscriptions (not the ownerless ones, which
+        /// receive every owner's events).
+        #[arg(long, value_name = "ID")]
+        owner: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -100,7 +106,28 @@ pub(crate) enum Subscriptions {
         #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=24 * 365))]
         overlap_hours: u32,
     },
+    /// Disables a subscription: its events are skipped (and counted) from
+    /// now on, and its waiting retries given up.
+    Disable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Its id.
+        id: String,
+        /// Why, in a few words (shown by `list` and `show`).
+        #[arg(long, value_name = "TEXT", default_value = "disabled by an operator")]
+        reason: String,
+    },
+    /// Enables a subscription again, with a fresh health.
+    Enable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Its id.
+        id: String,
+    },
 }
+
+/// The longest `--reason` (every store keeps it).
+const MAX_REASON_CHARS: usize = 500;
 
 impl Subscriptions {
     /// The `--store` this command names.
@@ -110,7 +137,9 @@ impl Subscriptions {
             | Self::Show { store, .. }
             | Self::Add { store, .. }
             | Self::Remove { store, .. }
-            | Self::RotateSecret { store, .. } => &store.store,
+            | Self::RotateSecret { store, .. }
+            | Self::Disable { store, .. }
+            | Self::Enable { store, .. } => &store.store,
         }
     }
 }
@@ -123,6 +152,7 @@ fn view(s: &StoredWebhookSubscription) -> serde_json::Value {
         .iter()
         .map(|k| serde_json::json!({ "expires_at": k.expires_at.map(|t| t.to_rfc3339()) }))
         .collect();
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
     serde_json::json!({
         "id": s.id,
         "event": s.event_name,
@@ -131,7 +161,43 @@ fn view(s: &StoredWebhookSubscription) -> serde_json::Value {
         "secrets": secrets,
         "created_at": s.created_at.to_rfc3339(),
         "updated_at": s.updated_at.to_rfc3339(),
+        "enabled": s.is_enabled(),
+        "disabled": s.disabled.as_ref().map(|d| serde_json::json!({ "at": d.at.to_rfc3339(), "reason": d.reason })),
+        "health": {
+            "consecutive_failures": s.health.consecutive_failures,
+            "failing_since": time(s.health.failing_since),
+            "last_success": time(s.health.last_success),
+            "given_up": s.health.given_up,
+        },
     })
+}
+
+/// One line of `list`: id, event, URL, owner, enabled state, health.
+fn line(s: &StoredWebhookSubscription) -> String {
+    let state = match &s.disabled {
+        None => "enabled".to_owned(),
+        Some(d) => format!("disabled since {} ({})", d.at.to_rfc3339(), clean(&d.reason)),
+    };
+    let h = &s.health;
+    let health = match h.failing_since {
+        Some(since) => format!(
+            "failing since {} ({} failed attempts, {} given up)",
+            since.to_rfc3339(),
+            h.consecutive_failures,
+            h.given_up
+        ),
+        None if h.consecutive_failures > 0 || h.given_up > 0 => {
+            format!("{} failed attempts, {} given up", h.consecutive_failures, h.given_up)
+        }
+        None => "healthy".to_owned(),
+    };
+    format!(
+        "{}  {}  {}  owner={}  {state}  {health}",
+        clean(&s.id),
+        clean(&s.event_name),
+        clean(&s.subscription.target_url),
+        clean(s.subscription.owner_id.as_deref().unwrap_or("-"))
+    )
 }
 
 /// Text read from the store, safe on a terminal: control characters escaped.
@@ -181,20 +247,17 @@ pub(crate) async fn run(command: Subscriptions, store: Arc<dyn Store>) -> Result
     let mut out = std::io::stdout().lock();
     let write = |e: std::io::Error| format!("could not write the output: {e}");
     match command {
-        Subscriptions::List { event, json, .. } => {
-            let subs = store.list(&event).await.map_err(|e| format!("--store: {e}"))?;
+        Subscriptions::List { event, owner, json, .. } => {
+            let subs = match &event {
+                Some(event) => {
+                    let mut subs = store.list(event).await.map_err(|e| format!("--store: {e}"))?;
+                    subs.retain(|s| owner.is_none() || s.subscription.owner_id == owner);
+                    subs
+                }
+                None => store.list_all(owner.as_deref()).await.map_err(|e| format!("--store: {e}"))?,
+            };
             for s in &subs {
-                let text = if json {
-                    view(s).to_string()
-                } else {
-                    format!(
-                        "{}  {}  {}  owner={}",
-                        clean(&s.id),
-                        clean(&s.event_name),
-                        clean(&s.subscription.target_url),
-                        clean(s.subscription.owner_id.as_deref().unwrap_or("-"))
-                    )
-                };
+                let text = if json { view(s).to_string() } else { line(s) };
                 writeln!(out, "{text}").map_err(write)?;
             }
             if !json {
@@ -254,6 +317,27 @@ pub(crate) async fn run(command: Subscriptions, store: Arc<dyn Store>) -> Result
             }
             writeln!(out, "{}", secret.expose()).map_err(write)?;
             eprintln!("rotated: the old secrets sign beside the new one until {}", until.to_rfc3339());
+        }
+        Subscriptions::Disable { id, reason, .. } => {
+            let reason = reason.trim();
+            if reason.is_empty() {
+                return Err("--reason: say why, in a few words".into());
+            }
+            if reason.chars().count() > MAX_REASON_CHARS {
+                return Err(format!("--reason: at most {MAX_REASON_CHARS} characters"));
+            }
+            let disabled =
+                store.set_disabled(&id, Some(Disabled::now(reason))).await.map_err(|e| format!("--store: {e}"))?;
+            if !disabled {
+                return Err(format!("no subscription `{}`", clean(&id)));
+            }
+            eprintln!("disabled: its events are skipped until `fastapihooks subscriptions enable {}`", clean(&id));
+        }
+        Subscriptions::Enable { id, .. } => {
+            if !store.set_disabled(&id, None).await.map_err(|e| format!("--store: {e}"))? {
+                return Err(format!("no subscription `{}`", clean(&id)));
+            }
+            eprintln!("enabled");
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use fastapihooks::store::conformance::{self, Check};
 /// Adding a check to the suite must add a test for it below.
 #[test]
 fn every_check_has_a_test_below() {
-    assert_eq!(Check::ALL.len(), 15, "add the new check to `suite!`");
+    assert_eq!(Check::ALL.len(), 19, "add the new check to `suite!`");
 }
 
 #[tokio::test]
@@ -144,6 +144,22 @@ macro_rules! suite {
             #[tokio::test]
             async fn text_round_trips_exactly() {
                 check(Check::TextRoundTripsExactly).await
+            }
+            #[tokio::test]
+            async fn disable_then_enable_round_trips() {
+                check(Check::DisableThenEnableRoundTrips).await
+            }
+            #[tokio::test]
+            async fn enabling_clears_health() {
+                check(Check::EnablingClearsHealth).await
+            }
+            #[tokio::test]
+            async fn record_health_round_trips() {
+                check(Check::RecordHealthRoundTrips).await
+            }
+            #[tokio::test]
+            async fn list_all_scopes_by_owner() {
+                check(Check::ListAllScopesByOwner).await
             }
         }
     };

@@ -24,9 +24,11 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{Store, StoreError};
+use crate::health::{Disabled, EndpointHealth};
 use crate::secret::{Secret, SigningSecret};
 use crate::subscription::{Auth, StoredWebhookSubscription, SubscriptionUpdate, WebhookSubscription};
 
@@ -69,8 +71,10 @@ checks! {
     /// `remove` returns `true` when the subscription existed, then `false`;
     /// it is gone from `get`, `list` and `subscriptions_for`.
     RemoveReturnsTrueIfItExisted => "remove_returns_true_if_it_existed",
-    /// An unknown id is not an error: `get` gives `None`, `remove` and
-    /// `update` give `false` (ids with quotes, or 300 characters long, included).
+    /// An unknown id is not an error: `get` gives `None`; `remove`,
+    /// `update`, `set_disabled` (either way) and `record_health` give
+    /// `false` and create nothing (ids with quotes, or 300 characters long,
+    /// included).
     UnknownIdIsNotAnError => "unknown_id_is_not_an_error",
     /// `list` returns exactly the subscriptions of its event name
     /// (case-sensitive), whatever their owner.
@@ -101,6 +105,25 @@ checks! {
     /// SQL-looking strings and a 300-character owner, in the URL, owner,
     /// token and metadata.
     TextRoundTripsExactly => "text_round_trips_exactly",
+    /// `set_disabled(id, Some(..))` gives `true` (twice too) and is seen at
+    /// once by `get`, `list`, `list_all` and `subscriptions_for`, which
+    /// still return the subscription, with `disabled` as written (its time
+    /// to the millisecond, its reason byte for byte) and every other field
+    /// as it was; `set_disabled(id, None)` enables it again, seen by all
+    /// four. The other subscriptions stay enabled.
+    DisableThenEnableRoundTrips => "disable_then_enable_round_trips",
+    /// Disabling keeps the health; enabling resets it to the default.
+    EnablingClearsHealth => "enabling_clears_health",
+    /// `record_health` gives `true` (twice too) and round-trips every field
+    /// (counts up to `u32::MAX`, times to the millisecond), seen by `get`,
+    /// `list` and `list_all`; it changes nothing else: not `updated_at`,
+    /// not the enabled state. (Look-ups may serve health from a cache.)
+    RecordHealthRoundTrips => "record_health_round_trips",
+    /// `list_all(Some(x))` returns exactly owner `x`'s subscriptions, of
+    /// every event name: not the ownerless ones, not another owner's, owners
+    /// compared exactly (case and trailing spaces matter); `list_all(None)`
+    /// returns every subscription; both in increasing id order.
+    ListAllScopesByOwner => "list_all_scopes_by_owner",
 }
 
 impl fmt::Display for Check {
@@ -213,6 +236,35 @@ fn store_err(op: &str, e: StoreError) -> String {
     format!("{op} failed: {e}")
 }
 
+/// Now, to the millisecond: times every store keeps exactly.
+fn now_ms() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// `Ok(false)` as `op` on the unknown id `id` must give.
+fn unknown(op: &str, id: &str, result: Result<bool, StoreError>) -> Outcome {
+    match result {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(format!("{op}({id:?}) of an unknown id gave true")),
+        Err(e) => Err(format!("{op}({id:?}) failed: {e}")),
+    }
+}
+
+fn is_sorted_by_id(subs: &[StoredWebhookSubscription]) -> bool {
+    subs.windows(2).all(|pair| pair[0].id < pair[1].id)
+}
+
+/// A health with every field set.
+fn failing_health(failures: u32, given_up: u32) -> EndpointHealth {
+    let now = now_ms();
+    EndpointHealth {
+        consecutive_failures: failures,
+        failing_since: Some(now - chrono::Duration::days(2)),
+        last_success: Some(now - chrono::Duration::days(3)),
+        given_up,
+    }
+}
+
 impl<S: Store + ?Sized> Cx<'_, S> {
     /// An event name of this check and run.
     fn event(&self, suffix: &str) -> String {
@@ -256,6 +308,49 @@ impl<S: Store + ?Sized> Cx<'_, S> {
         self.store.list(event).await.map_err(|e| store_err("list", e))
     }
 
+    /// An owner of this check and run.
+    fn owner(&self, name: &str) -> String {
+        format!("conformance-{}-{name}", self.tag)
+    }
+
+    async fn list_all(&self, owner: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, String> {
+        let subs = self.store.list_all(owner).await.map_err(|e| store_err("list_all", e))?;
+        ensure!(is_sorted_by_id(&subs), "list_all({owner:?}) is not in increasing id order");
+        Ok(subs)
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: Option<Disabled>) -> Result<bool, String> {
+        self.store.set_disabled(id, disabled).await.map_err(|e| store_err("set_disabled", e))
+    }
+
+    async fn record_health(&self, id: &str, health: &EndpointHealth) -> Result<bool, String> {
+        self.store.record_health(id, health).await.map_err(|e| store_err("record_health", e))
+    }
+
+    /// Subscription `id` (of `event` and `owner`) as each read path returns
+    /// it: `get`, `list`, `list_all` without and with its owner, and
+    /// `subscriptions_for`.
+    async fn everywhere(
+        &self,
+        id: &str,
+        event: &str,
+        owner: &str,
+    ) -> Result<Vec<(&'static str, StoredWebhookSubscription)>, String> {
+        let find = |path: &'static str, subs: Vec<StoredWebhookSubscription>| {
+            subs.into_iter()
+                .find(|s| s.id == id)
+                .map(|s| (path, s))
+                .ok_or_else(|| format!("{path} did not return {id}"))
+        };
+        Ok(vec![
+            ("get", self.get(id).await?),
+            find("list", self.list(event).await?)?,
+            find("list_all(None)", self.list_all(None).await?)?,
+            find("list_all(owner)", self.list_all(Some(owner)).await?)?,
+            find("subscriptions_for", self.lookup(event, Some(owner)).await?)?,
+        ])
+    }
+
     async fn run(&mut self) -> Outcome {
         match self.check {
             Check::AddThenGetReturnsEveryField => self.add_then_get().await,
@@ -273,6 +368,10 @@ impl<S: Store + ?Sized> Cx<'_, S> {
             Check::LookupsSeeWritesAtOnce => self.lookups_see_writes().await,
             Check::ConcurrentMetadataUpdatesLoseNoKey => self.concurrent_updates().await,
             Check::TextRoundTripsExactly => self.text_round_trips().await,
+            Check::DisableThenEnableRoundTrips => self.disable_then_enable().await,
+            Check::EnablingClearsHealth => self.enabling_clears_health().await,
+            Check::RecordHealthRoundTrips => self.record_health_round_trips().await,
+            Check::ListAllScopesByOwner => self.list_all_scoping().await,
         }
     }
 
@@ -393,6 +492,15 @@ impl<S: Store + ?Sized> Cx<'_, S> {
                 Ok(false) => {}
                 Ok(true) => return Err(format!("update({id:?}) gave true")),
                 Err(e) => return Err(format!("update({id:?}) failed: {e}")),
+            }
+            let disabled = Disabled { at: now_ms(), reason: "conformance".into() };
+            unknown("set_disabled(Some)", id, self.store.set_disabled(id, Some(disabled)).await)?;
+            unknown("set_disabled(None)", id, self.store.set_disabled(id, None).await)?;
+            unknown("record_health", id, self.store.record_health(id, &failing_health(3, 1)).await)?;
+            match self.store.get(id).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(format!("set_disabled or record_health of {id:?} created it")),
+                Err(e) => return Err(format!("get({id:?}) failed: {e}")),
             }
         }
         Ok(())
@@ -592,6 +700,151 @@ impl<S: Store + ?Sized> Cx<'_, S> {
         ensure!(*got.subscription == wanted, "got {:?}, wanted {wanted:?}", got.subscription);
         ensure!(got.auth.auth_value().map(Secret::expose) == Some(tricky), "the bearer token changed");
         ensure!(ids(&self.lookup(&event, Some(owner)).await?) == set(&[&id]), "look-up by a tricky owner failed");
+        Ok(())
+    }
+
+    async fn disable_then_enable(&mut self) -> Outcome {
+        let event = self.event("");
+        let owner = self.owner("t1");
+        let id = self.add(&event, sub("https://example.com/h").owner(&owner)).await?;
+        let other = self.add(&event, sub("https://example.com/other").owner(&owner)).await?;
+        // Read through every path first: a cache must not keep this answer.
+        for (path, s) in self.everywhere(&id, &event, &owner).await? {
+            ensure!(s.is_enabled(), "{path}: a new subscription is disabled: {:?}", s.disabled);
+        }
+        let before = self.get(&id).await?;
+
+        let disabled = Disabled { at: now_ms(), reason: "410 Gone: it's \"gone\" \\ ünï 東京 🎉; --".into() };
+        for round in ["first", "second"] {
+            ensure!(self.set_disabled(&id, Some(disabled.clone())).await?, "the {round} set_disabled(Some) gave false");
+        }
+        for (path, s) in self.everywhere(&id, &event, &owner).await? {
+            ensure!(
+                s.disabled.as_ref() == Some(&disabled),
+                "{path}: disabled is {:?}, wanted {disabled:?}",
+                s.disabled
+            );
+            ensure!(!s.is_enabled(), "{path}: is_enabled() of a disabled subscription");
+            ensure!(s.subscription == before.subscription, "{path}: disabling changed {:?}", s.subscription);
+            ensure!(s.created_at == before.created_at, "{path}: disabling changed created_at");
+            ensure!(s.updated_at >= before.updated_at, "{path}: disabling moved updated_at back");
+        }
+        for (path, s) in self.everywhere(&other, &event, &owner).await? {
+            ensure!(s.is_enabled(), "{path}: disabling {id} disabled {other} too");
+        }
+
+        for round in ["first", "second"] {
+            ensure!(self.set_disabled(&id, None).await?, "the {round} set_disabled(None) gave false");
+        }
+        for (path, s) in self.everywhere(&id, &event, &owner).await? {
+            ensure!(s.is_enabled(), "{path}: still disabled after set_disabled(None): {:?}", s.disabled);
+            ensure!(s.subscription == before.subscription, "{path}: enabling changed {:?}", s.subscription);
+        }
+        Ok(())
+    }
+
+    async fn enabling_clears_health(&mut self) -> Outcome {
+        let event = self.event("");
+        let owner = self.owner("t1");
+        let id = self.add(&event, sub("https://example.com/h").owner(&owner)).await?;
+        let health = failing_health(7, 2);
+        ensure!(self.record_health(&id, &health).await?, "record_health gave false");
+        let disabled = Disabled { at: now_ms(), reason: "failing".into() };
+        ensure!(self.set_disabled(&id, Some(disabled)).await?, "set_disabled(Some) gave false");
+        let got = self.get(&id).await?;
+        ensure!(got.health == health, "disabling changed the health to {:?}, wanted {health:?}", got.health);
+        ensure!(self.set_disabled(&id, None).await?, "set_disabled(None) gave false");
+        for (path, s) in self.everywhere(&id, &event, &owner).await? {
+            ensure!(s.health == EndpointHealth::default(), "{path}: enabling left the health at {:?}", s.health);
+            ensure!(s.is_enabled(), "{path}: still disabled after set_disabled(None)");
+        }
+        Ok(())
+    }
+
+    async fn record_health_round_trips(&mut self) -> Outcome {
+        let event = self.event("");
+        let owner = self.owner("t1");
+        let id = self.add(&event, sub("https://example.com/h").owner(&owner)).await?;
+        let before = self.get(&id).await?;
+        ensure!(before.health == EndpointHealth::default(), "a new subscription's health is {:?}", before.health);
+
+        let failing = failing_health(u32::MAX, u32::MAX - 1);
+        ensure!(self.record_health(&id, &failing).await?, "record_health gave false");
+        let got = self.get(&id).await?;
+        ensure!(got.health == failing, "get: health is {:?}, wanted {failing:?}", got.health);
+        ensure!(got.updated_at == before.updated_at, "record_health moved updated_at to {}", got.updated_at);
+        ensure!(got.created_at == before.created_at, "record_health changed created_at");
+        ensure!(got.is_enabled(), "record_health disabled the subscription");
+        ensure!(got.subscription == before.subscription, "record_health changed {:?}", got.subscription);
+        let listed = [("list", self.list(&event).await?), ("list_all(owner)", self.list_all(Some(&owner)).await?)];
+        for (path, subs) in listed {
+            let s = subs.iter().find(|s| s.id == id).ok_or_else(|| format!("{path} did not return {id}"))?;
+            ensure!(s.health == failing, "{path}: health is {:?}, wanted {failing:?}", s.health);
+        }
+
+        // Recovered: the streak is over, the success kept; the same write twice.
+        let recovered = EndpointHealth { last_success: Some(now_ms()), ..EndpointHealth::default() };
+        for round in ["first", "second"] {
+            ensure!(
+                self.record_health(&id, &recovered).await?,
+                "the {round} record_health of the same health gave false"
+            );
+        }
+        let got = self.get(&id).await?;
+        ensure!(got.health == recovered, "get: health is {:?}, wanted {recovered:?}", got.health);
+
+        // A disabled subscription's health is recorded, and it stays disabled.
+        let disabled = Disabled { at: now_ms(), reason: "an operator".into() };
+        ensure!(self.set_disabled(&id, Some(disabled.clone())).await?, "set_disabled(Some) gave false");
+        ensure!(self.record_health(&id, &failing).await?, "record_health of a disabled subscription gave false");
+        let got = self.get(&id).await?;
+        ensure!(got.health == failing, "the health of a disabled subscription is {:?}", got.health);
+        ensure!(got.disabled == Some(disabled), "record_health changed the enabled state to {:?}", got.disabled);
+        ensure!(got.updated_at == before.updated_at, "record_health moved updated_at to {}", got.updated_at);
+        Ok(())
+    }
+
+    async fn list_all_scoping(&mut self) -> Outcome {
+        let (a, b) = (self.event(".a"), self.event(".b"));
+        let acme = self.owner("acme");
+        let upper = self.owner("Acme");
+        let spaced = format!("{acme} ");
+        let globex = self.owner("globex");
+        let acme_a = self.add(&a, sub("https://example.com/acme-a").owner(&acme)).await?;
+        let upper_a = self.add(&a, sub("https://example.com/upper-a").owner(&upper)).await?;
+        let acme_b = self.add(&b, sub("https://example.com/acme-b").owner(&acme)).await?;
+        let open_a = self.add(&a, sub("https://example.com/open-a")).await?;
+        let spaced_b = self.add(&b, sub("https://example.com/spaced-b").owner(&spaced)).await?;
+        let globex_b = self.add(&b, sub("https://example.com/globex-b").owner(&globex)).await?;
+        let acme_a2 = self.add(&a, sub("https://example.com/acme-a2").owner(&acme)).await?;
+        let disabled = Disabled { at: now_ms(), reason: "conformance".into() };
+        ensure!(self.set_disabled(&acme_a2, Some(disabled)).await?, "set_disabled(Some) gave false");
+
+        let initech = self.owner("initech");
+        let cases: [(&str, BTreeSet<&str>); 5] = [
+            (&acme, set(&[&acme_a, &acme_b, &acme_a2])),
+            (&upper, set(&[&upper_a])),
+            (&spaced, set(&[&spaced_b])),
+            (&globex, set(&[&globex_b])),
+            (&initech, BTreeSet::new()),
+        ];
+        for (owner, wanted) in cases {
+            let got = self.list_all(Some(owner)).await?;
+            ensure!(ids(&got) == wanted, "list_all(Some({owner:?})): got {:?}, wanted {wanted:?}", ids(&got));
+            ensure!(got.iter().all(|s| s.owner_id.as_deref() == Some(owner)), "list_all returned another owner's");
+        }
+        let acme_subs = self.list_all(Some(&acme)).await?;
+        for (id, event) in [(&acme_a, &a), (&acme_b, &b), (&acme_a2, &a)] {
+            let s = acme_subs.iter().find(|s| &s.id == id).ok_or_else(|| format!("list_all lost {id}"))?;
+            ensure!(&s.event_name == event, "list_all gave {id} the event {:?}, not {event:?}", s.event_name);
+            let wanted_disabled = id == &acme_a2;
+            ensure!(s.is_enabled() != wanted_disabled, "list_all: {id}'s enabled state is wrong: {:?}", s.disabled);
+        }
+
+        let all = self.list_all(None).await?;
+        let ours = set(&[&acme_a, &upper_a, &acme_b, &open_a, &spaced_b, &globex_b, &acme_a2]);
+        let missing: Vec<&str> = ours.difference(&ids(&all)).copied().collect();
+        ensure!(missing.is_empty(), "list_all(None) did not return {missing:?}");
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! [`SqlStore`]: subscriptions in PostgreSQL, MySQL / MariaDB or SQLite.
 //!
 //! One table, `webhook_subscriptions`, created by [`SqlStore::init`]
-//! (idempotent: run it at start-up, as often as you like):
+//! (idempotent: run it at start-up, as often as you like; it also adds the
+//! columns of later versions to a table an earlier one created):
 //!
 //! | column | type | notes |
 //! |---|---|---|
@@ -13,10 +14,23 @@
 //! | `metadata` | JSON (`JSONB`, `JSON`, `TEXT` on SQLite) | a JSON object |
 //! | `owner_id` | text, null | the tenant; null receives every owner's events |
 //! | `secrets` | text | the per-subscription signing secrets, as JSON |
-//! | `created_at`, `updated_at` | timestamp (UTC) | microseconds |
+//! | `created_at`, `updated_at` | timestamp (UTC) | microseconds; `updated_at` moves on [`Store::update`] only |
+//! | `disabled_at` | timestamp, null | set while the subscription is disabled |
+//! | `disabled_reason` | text, null | why; set exactly when `disabled_at` is |
+//! | `consecutive_failures` | 64-bit integer, default 0 | [`EndpointHealth`]: failed attempts since the last success |
+//! | `failing_since`, `last_success` | timestamp, null | the health's times |
+//! | `given_up` | 64-bit integer, default 0 | deliveries given up since the last success |
 //!
 //! and an index on `(event_name, owner_id)` for the delivery-path look-up
 //! ([`Store::subscriptions_for`]).
+//!
+//! The enabled state and the health are columns, not one JSON value: an
+//! operator can ask SQL which subscriptions are disabled or failing, the
+//! times are real timestamps like `created_at`, and a table of the previous
+//! version gains them with plain defaults (enabled, healthy). Counts are
+//! 64-bit (`BIGINT`, SQLite's `INTEGER`) so that every `u32` fits; a
+//! negative or larger one, or a reason without a time (or the reverse), is
+//! read back as [`StoreError::Corrupt`].
 //!
 //! Updates merge metadata atomically: the row is read and written in one
 //! transaction that holds a lock on it (`SELECT ... FOR UPDATE` on
@@ -236,7 +250,10 @@ impl SqlStore {
     }
 
     /// Creates the `webhook_subscriptions` table and its `(event_name,
-    /// owner_id)` index if they are missing. Idempotent.
+    /// owner_id)` index if they are missing, and adds the columns this
+    /// version has to a table an earlier version created (the enabled state
+    /// and the health: enabled and healthy by default). Idempotent, and
+    /// safe to run from several processes at once.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached or
@@ -387,18 +404,29 @@ impl Store for SqlStore {
         on_pool!(self, "update", |m, pool| m::update(pool, id, update).await)
     }
 
-    // Placeholders until the enabled state and health columns are in the
-    // SQL schema (the next commit): they fail loudly rather than pretend.
-    async fn set_disabled(&self, _id: &str, _disabled: Option<Disabled>) -> Result<bool, StoreError> {
-        Err(StoreError::unavailable("SqlStore::set_disabled is not implemented yet"))
+    /// One `UPDATE`; `updated_at` stays (it dates the user's edits), the
+    /// disable time is in `disabled_at`. Enabling resets the health columns.
+    async fn set_disabled(&self, id: &str, disabled: Option<Disabled>) -> Result<bool, StoreError> {
+        let disabled = disabled.map(|d| DisabledRow { at: d.at.trunc_subsecs(6), reason: d.reason });
+        on_pool!(self, "set_disabled", |m, pool| m::set_disabled(pool, id, disabled.as_ref())
+            .await
+            .map_err(Failure::Db))
     }
 
-    async fn record_health(&self, _id: &str, _health: &EndpointHealth) -> Result<bool, StoreError> {
-        Err(StoreError::unavailable("SqlStore::record_health is not implemented yet"))
+    /// One `UPDATE` of the health columns only: `updated_at` stays.
+    async fn record_health(&self, id: &str, health: &EndpointHealth) -> Result<bool, StoreError> {
+        let health = HealthRow::new(health);
+        on_pool!(self, "record_health", |m, pool| m::record_health(pool, id, &health).await.map_err(Failure::Db))
     }
 
-    async fn list_all(&self, _owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
-        Err(StoreError::unavailable("SqlStore::list_all is not implemented yet"))
+    async fn list_all(&self, owner_id: Option<&str>) -> Result<Vec<StoredWebhookSubscription>, StoreError> {
+        let rows = on_pool!(self, "list_all", |m, pool| m::list_all(pool, owner_id).await.map_err(Failure::Db))?;
+        let mut subs = into_stored(rows)?;
+        // Exact owners whatever the collation (MySQL's `utf8mb4_bin` pads),
+        // and byte order of ids whatever the database's locale.
+        subs.retain(|s| owner_id.is_none_or(|owner| s.owner_id.as_deref() == Some(owner)));
+        subs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(subs)
     }
 
     async fn subscriptions_for(
@@ -528,6 +556,44 @@ fn apply_update(row: RawRow, update: SubscriptionUpdate) -> Result<ChangedRow, F
     })
 }
 
+/// The enabled state to write: `None` enables.
+struct DisabledRow {
+    at: DateTime<Utc>,
+    reason: String,
+}
+
+/// The health columns to write, to the microsecond every dialect keeps.
+struct HealthRow {
+    consecutive_failures: i64,
+    failing_since: Option<DateTime<Utc>>,
+    last_success: Option<DateTime<Utc>>,
+    given_up: i64,
+}
+
+impl HealthRow {
+    fn new(health: &EndpointHealth) -> Self {
+        Self {
+            consecutive_failures: i64::from(health.consecutive_failures),
+            failing_since: health.failing_since.map(|t| t.trunc_subsecs(6)),
+            last_success: health.last_success.map(|t| t.trunc_subsecs(6)),
+            given_up: i64::from(health.given_up),
+        }
+    }
+}
+
+/// A column a later version added to `webhook_subscriptions`, and the
+/// statement that adds it to a table an earlier version created.
+struct AddedColumn {
+    name: &'static str,
+    add: &'static str,
+}
+
+/// The columns of `added` that are not among `existing` (names compare as
+/// SQL identifiers do: without case).
+fn missing_columns<'a>(added: &'a [AddedColumn], existing: &[String]) -> impl Iterator<Item = &'a AddedColumn> {
+    added.iter().filter(|column| !existing.iter().any(|name| name.eq_ignore_ascii_case(column.name)))
+}
+
 /// A row as read, before parsing.
 struct RawRow {
     id: String,
@@ -540,6 +606,12 @@ struct RawRow {
     secrets: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    disabled_at: Option<DateTime<Utc>>,
+    disabled_reason: Option<String>,
+    consecutive_failures: i64,
+    failing_since: Option<DateTime<Utc>>,
+    last_success: Option<DateTime<Utc>>,
+    given_up: i64,
 }
 
 impl RawRow {
@@ -552,9 +624,33 @@ impl RawRow {
             None | Some("") => Vec::new(),
             Some(json) => serde_json::from_str(json).map_err(|e| corrupt("secrets", &e))?,
         };
+        // `set_disabled` writes both or neither: half a pair was edited by
+        // hand, and guessing could deliver to an endpoint someone disabled.
+        let disabled = match (self.disabled_at, self.disabled_reason) {
+            (None, None) => None,
+            (Some(at), Some(reason)) => Some(Disabled { at, reason }),
+            (at, _) => {
+                let (set, null) =
+                    if at.is_some() { ("disabled_at", "disabled_reason") } else { ("disabled_reason", "disabled_at") };
+                return Err(corrupt("enabled state", &format_args!("{set} is set but {null} is null")));
+            }
+        };
+        let count =
+            |what: &str, n: i64| u32::try_from(n).map_err(|_| corrupt(what, &format_args!("{n} is not a count")));
+        // Every field named: a new one must get a column.
+        let health = EndpointHealth {
+            consecutive_failures: count("consecutive_failures", self.consecutive_failures)?,
+            failing_since: self.failing_since,
+            last_success: self.last_success,
+            given_up: count("given_up", self.given_up)?,
+        };
         let subscription =
             WebhookSubscription { target_url: self.target_url, auth, metadata, owner_id: self.owner_id, secrets };
-        Ok(StoredWebhookSubscription::new(self.id, self.event_name, subscription, self.created_at, self.updated_at))
+        let mut stored =
+            StoredWebhookSubscription::new(self.id, self.event_name, subscription, self.created_at, self.updated_at);
+        stored.disabled = disabled;
+        stored.health = health;
+        Ok(stored)
     }
 }
 
@@ -574,7 +670,8 @@ macro_rules! select_columns {
         concat!(
             "SELECT id, event_name, target_url, auth_type, auth_value, ",
             $meta,
-            " AS metadata, owner_id, secrets, created_at, updated_at FROM webhook_subscriptions ",
+            " AS metadata, owner_id, secrets, created_at, updated_at, disabled_at, disabled_reason, ",
+            "consecutive_failures, failing_since, last_success, given_up FROM webhook_subscriptions ",
             $tail
         )
     };
@@ -597,6 +694,12 @@ macro_rules! decode_row {
             secrets: row.try_get(7)?,
             created_at: row.try_get(8)?,
             updated_at: row.try_get(9)?,
+            disabled_at: row.try_get(10)?,
+            disabled_reason: row.try_get(11)?,
+            consecutive_failures: row.try_get(12)?,
+            failing_since: row.try_get(13)?,
+            last_success: row.try_get(14)?,
+            given_up: row.try_get(15)?,
         })
     }};
 }

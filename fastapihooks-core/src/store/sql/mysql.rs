@@ -7,7 +7,10 @@ use std::str::FromStr;
 use sqlx::MySqlPool;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-use super::{ChangedRow, Dialect, Failure, NewRow, RawRow, SqlConnectError, SqlStoreBuilder, apply_update};
+use super::{
+    AddedColumn, ChangedRow, Dialect, DisabledRow, Failure, HealthRow, NewRow, RawRow, SqlConnectError,
+    SqlStoreBuilder, apply_update, missing_columns,
+};
 use crate::subscription::SubscriptionUpdate;
 
 const SCHEMA: [&str; 1] = [
@@ -25,8 +28,45 @@ const SCHEMA: [&str; 1] = [
         secrets TEXT NOT NULL,
         created_at DATETIME(6) NOT NULL,
         updated_at DATETIME(6) NOT NULL,
+        disabled_at DATETIME(6) NULL,
+        disabled_reason TEXT NULL,
+        consecutive_failures BIGINT NOT NULL DEFAULT 0,
+        failing_since DATETIME(6) NULL,
+        last_success DATETIME(6) NULL,
+        given_up BIGINT NOT NULL DEFAULT 0,
         INDEX webhook_subscriptions_event_owner (event_name, owner_id(191))
     ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+];
+
+/// The columns after `updated_at`, for tables of the first version; as in
+/// [`SCHEMA`], in its order. MariaDB has `ADD COLUMN IF NOT EXISTS`, MySQL 8
+/// does not: `init` reads `information_schema.columns` instead, and takes a
+/// duplicate-column error as another process's `init` having been first.
+const ADDED_COLUMNS: [AddedColumn; 6] = [
+    AddedColumn {
+        name: "disabled_at",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN disabled_at DATETIME(6) NULL",
+    },
+    AddedColumn {
+        name: "disabled_reason",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN disabled_reason TEXT NULL",
+    },
+    AddedColumn {
+        name: "consecutive_failures",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN consecutive_failures BIGINT NOT NULL DEFAULT 0",
+    },
+    AddedColumn {
+        name: "failing_since",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN failing_since DATETIME(6) NULL",
+    },
+    AddedColumn {
+        name: "last_success",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN last_success DATETIME(6) NULL",
+    },
+    AddedColumn {
+        name: "given_up",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN given_up BIGINT NOT NULL DEFAULT 0",
+    },
 ];
 
 macro_rules! select {
@@ -50,6 +90,20 @@ pub(super) fn options(opts: &SqlStoreBuilder) -> Result<(MySqlPoolOptions, MySql
 pub(super) async fn init(pool: &MySqlPool) -> Result<(), sqlx::Error> {
     for statement in SCHEMA {
         sqlx::query(statement).execute(pool).await?;
+    }
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns
+         WHERE table_schema = DATABASE() AND table_name = 'webhook_subscriptions'",
+    )
+    .fetch_all(pool)
+    .await?;
+    for column in missing_columns(&ADDED_COLUMNS, &existing) {
+        match sqlx::query(column.add).execute(pool).await {
+            Ok(_) => {}
+            // ER_DUP_FIELDNAME (1060): a concurrent `init` added it first.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42S21") => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -107,6 +161,63 @@ pub(super) async fn for_owner(
         }
     };
     rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+pub(super) async fn list_all(pool: &MySqlPool, owner: Option<&str>) -> Result<Vec<RawRow>, sqlx::Error> {
+    let rows = match owner {
+        Some(owner) => {
+            const SQL: &str = select!("WHERE owner_id = ? ORDER BY id");
+            sqlx::query(SQL).bind(owner).fetch_all(pool).await?
+        }
+        None => {
+            const SQL: &str = select!("ORDER BY id");
+            sqlx::query(SQL).fetch_all(pool).await?
+        }
+    };
+    rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+/// `rows_affected` counts matched rows, changed or not: sqlx connects with
+/// `CLIENT_FOUND_ROWS`, so disabling twice is `true` twice.
+pub(super) async fn set_disabled(
+    pool: &MySqlPool,
+    id: &str,
+    disabled: Option<&DisabledRow>,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        match disabled {
+            Some(disabled) => {
+                sqlx::query("UPDATE webhook_subscriptions SET disabled_at = ?, disabled_reason = ? WHERE id = ?")
+                    .bind(disabled.at)
+                    .bind(&disabled.reason)
+                    .bind(id)
+                    .execute(pool)
+                    .await?
+            }
+            None => sqlx::query(
+                "UPDATE webhook_subscriptions SET disabled_at = NULL, disabled_reason = NULL, consecutive_failures = 0,
+                 failing_since = NULL, last_success = NULL, given_up = 0 WHERE id = ?",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?,
+        };
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn record_health(pool: &MySqlPool, id: &str, health: &HealthRow) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_subscriptions SET consecutive_failures = ?, failing_since = ?, last_success = ?, given_up = ?
+         WHERE id = ?",
+    )
+    .bind(health.consecutive_failures)
+    .bind(health.failing_since)
+    .bind(health.last_success)
+    .bind(health.given_up)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(super) async fn update(pool: &MySqlPool, id: &str, update: SubscriptionUpdate) -> Result<bool, Failure> {

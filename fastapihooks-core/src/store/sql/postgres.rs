@@ -5,7 +5,10 @@ use std::str::FromStr;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{ChangedRow, Dialect, Failure, NewRow, RawRow, SqlConnectError, SqlStoreBuilder, apply_update};
+use super::{
+    AddedColumn, ChangedRow, Dialect, DisabledRow, Failure, HealthRow, NewRow, RawRow, SqlConnectError,
+    SqlStoreBuilder, apply_update, missing_columns,
+};
 use crate::subscription::SubscriptionUpdate;
 
 const SCHEMA: [&str; 2] = [
@@ -19,10 +22,45 @@ const SCHEMA: [&str; 2] = [
         owner_id TEXT NULL,
         secrets TEXT NOT NULL DEFAULT '[]',
         created_at TIMESTAMPTZ NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL
+        updated_at TIMESTAMPTZ NOT NULL,
+        disabled_at TIMESTAMPTZ NULL,
+        disabled_reason TEXT NULL,
+        consecutive_failures BIGINT NOT NULL DEFAULT 0,
+        failing_since TIMESTAMPTZ NULL,
+        last_success TIMESTAMPTZ NULL,
+        given_up BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS webhook_subscriptions_event_owner
         ON webhook_subscriptions (event_name, owner_id)",
+];
+
+/// The columns after `updated_at`, for tables of the first version; as in
+/// [`SCHEMA`], in its order.
+const ADDED_COLUMNS: [AddedColumn; 6] = [
+    AddedColumn {
+        name: "disabled_at",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS disabled_at TIMESTAMPTZ NULL",
+    },
+    AddedColumn {
+        name: "disabled_reason",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS disabled_reason TEXT NULL",
+    },
+    AddedColumn {
+        name: "consecutive_failures",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS consecutive_failures BIGINT NOT NULL DEFAULT 0",
+    },
+    AddedColumn {
+        name: "failing_since",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS failing_since TIMESTAMPTZ NULL",
+    },
+    AddedColumn {
+        name: "last_success",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS last_success TIMESTAMPTZ NULL",
+    },
+    AddedColumn {
+        name: "given_up",
+        add: "ALTER TABLE webhook_subscriptions ADD COLUMN IF NOT EXISTS given_up BIGINT NOT NULL DEFAULT 0",
+    },
 ];
 
 macro_rules! select {
@@ -45,6 +83,18 @@ pub(super) async fn init(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(7293640118113)").execute(&mut *tx).await?;
     for statement in SCHEMA {
         sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    // The columns of the table the unqualified name resolves to (as the
+    // queries do, through the search path). Only missing ones are altered:
+    // `ALTER TABLE` locks the table exclusively even when it changes nothing.
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute
+         WHERE attrelid = 'webhook_subscriptions'::regclass AND attnum > 0 AND NOT attisdropped",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for column in missing_columns(&ADDED_COLUMNS, &existing) {
+        sqlx::query(column.add).execute(&mut *tx).await?;
     }
     tx.commit().await
 }
@@ -101,6 +151,57 @@ pub(super) async fn for_owner(
         }
     };
     rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+pub(super) async fn list_all(pool: &PgPool, owner: Option<&str>) -> Result<Vec<RawRow>, sqlx::Error> {
+    let rows = match owner {
+        Some(owner) => {
+            const SQL: &str = select!("WHERE owner_id = $1 ORDER BY id");
+            sqlx::query(SQL).bind(owner).fetch_all(pool).await?
+        }
+        None => {
+            const SQL: &str = select!("ORDER BY id");
+            sqlx::query(SQL).fetch_all(pool).await?
+        }
+    };
+    rows.into_iter().map(|row| super::decode_row!(row)).collect()
+}
+
+pub(super) async fn set_disabled(pool: &PgPool, id: &str, disabled: Option<&DisabledRow>) -> Result<bool, sqlx::Error> {
+    let done =
+        match disabled {
+            Some(disabled) => {
+                sqlx::query("UPDATE webhook_subscriptions SET disabled_at = $1, disabled_reason = $2 WHERE id = $3")
+                    .bind(disabled.at)
+                    .bind(&disabled.reason)
+                    .bind(id)
+                    .execute(pool)
+                    .await?
+            }
+            None => sqlx::query(
+                "UPDATE webhook_subscriptions SET disabled_at = NULL, disabled_reason = NULL, consecutive_failures = 0,
+                 failing_since = NULL, last_success = NULL, given_up = 0 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?,
+        };
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn record_health(pool: &PgPool, id: &str, health: &HealthRow) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_subscriptions SET consecutive_failures = $1, failing_since = $2, last_success = $3, given_up = $4
+         WHERE id = $5",
+    )
+    .bind(health.consecutive_failures)
+    .bind(health.failing_since)
+    .bind(health.last_success)
+    .bind(health.given_up)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(super) async fn update(pool: &PgPool, id: &str, update: SubscriptionUpdate) -> Result<bool, Failure> {
