@@ -52,7 +52,9 @@ count() { # bin variant n
 import glob, sys
 main = others = 0
 for f in glob.glob(sys.argv[1] + "/callgrind.out.*"):
-    total = next(int(l.split()[1]) for l in open(f) if l.startswith(("summary:", "totals:")))
+    # A file without totals (callgrind's process-level file, with no
+    # thread's costs in it) counts for nothing.
+    total = next((int(l.split()[1]) for l in open(f) if l.startswith(("summary:", "totals:"))), 0)
     if f.endswith("-01"): main += total
     else: others += total
 print(main, others)

@@ -8,7 +8,9 @@
 //! runtime, `--dedicated N` on N threads, `--nice K` at niceness K. The
 //! library's limits apply unless `--queue`, `--endpoint-backlog`,
 //! `--max-concurrency` or `--per-endpoint` set them. `--attempt-log none`
-//! records no attempts; `memory` (the default) the library's ring.
+//! records no attempts; `memory` (the default) the library's ring; a SQL
+//! URL (features `sqlite`, `postgres`) a `SqlAttemptLog` there, emptied
+//! first with `--fresh-attempt-log`.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -93,6 +95,29 @@ async fn stats(State(hooks): State<Fastapihooks>) -> Json<Value> {
     }))
 }
 
+/// The SQL attempt log at `url`, its table created (and emptied, with
+/// `--fresh-attempt-log`, so that each run starts alike).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn sql_attempt_log(
+    url: &str,
+) -> Result<std::sync::Arc<dyn fastapihooks::history::AttemptLog>, Box<dyn std::error::Error>> {
+    use fastapihooks::history::{AttemptLog, Retention, sql::SqlAttemptLog};
+    let log = SqlAttemptLog::connect(url).await?;
+    log.init().await?;
+    if std::env::args().any(|a| a == "--fresh-attempt-log") {
+        let all = Retention::default().forever().max_count(0).batch_size(100_000);
+        while log.prune(&all, chrono::Utc::now()).await? > 0 {}
+    }
+    Ok(std::sync::Arc::new(log))
+}
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+async fn sql_attempt_log(
+    url: &str,
+) -> Result<std::sync::Arc<dyn fastapihooks::history::AttemptLog>, Box<dyn std::error::Error>> {
+    Err(format!("--attempt-log: `{url}` needs bench-app built with --features sqlite,postgres").into())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = arg("--port").unwrap_or_else(|| "9200".into()).parse()?;
@@ -139,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     builder = match arg("--attempt-log").as_deref() {
         None | Some("memory") => builder,
         Some("none") => builder.no_attempt_log(),
-        Some(other) => return Err(format!("--attempt-log: `{other}` is not none or memory").into()),
+        Some(url) => builder.attempt_log_arc(sql_attempt_log(url).await?),
     };
     let hooks = builder
         .store(store)
