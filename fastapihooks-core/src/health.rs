@@ -127,9 +127,11 @@ impl DisablePolicy {
 }
 
 /// How long a subscription this engine disabled is taken as disabled
-/// whatever store copies say: a cached copy may still say enabled for a
-/// while. Past it, the store decides (an operator may have re-enabled it).
-const LOCAL_DISABLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// whatever fresh store copies say (the store's write may still be on its
+/// way). Past it, the store decides: an operator may have enabled it
+/// again. Copies older than the disable (deliveries queued before it) are
+/// stale however long they waited.
+const LOCAL_DISABLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often, at most, a healthy subscription's `last_success` is written.
 const SUCCESS_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Subscriptions tracked at once; past it, the healthy ones are forgotten
@@ -163,6 +165,8 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     policy: DisablePolicy,
+    /// Subscriptions ever disabled here (while 0, no look-up is needed).
+    disables: std::sync::atomic::AtomicUsize,
     entries: std::sync::Mutex<std::collections::HashMap<String, Entry, foldhash::fast::RandomState>>,
 }
 
@@ -179,7 +183,7 @@ pub(crate) enum Seen<'a> {
 
 impl Tracker {
     pub(crate) fn new(policy: DisablePolicy) -> Self {
-        Self { policy, entries: std::sync::Mutex::default() }
+        Self { policy, disables: std::sync::atomic::AtomicUsize::new(0), entries: std::sync::Mutex::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Entry, foldhash::fast::RandomState>> {
@@ -187,11 +191,17 @@ impl Tracker {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Why subscription `id` is disabled, if this engine disabled it lately.
-    pub(crate) fn disabled_here(&self, id: &str) -> Option<String> {
+    /// Why subscription `id` is disabled, if this engine disabled it: at
+    /// all, for a copy of it taken at `copied` before the disable (a
+    /// delivery queued then); lately, for a copy taken since.
+    pub(crate) fn disabled_here(&self, id: &str, copied: Option<std::time::Instant>) -> Option<String> {
+        if self.disables.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None; // Nothing was ever disabled here: no lock on the delivery path.
+        }
         let entries = self.lock();
         let (at, reason) = entries.get(id)?.disabled.as_ref()?;
-        (at.elapsed() < LOCAL_DISABLE).then(|| reason.clone())
+        let stale = copied.is_some_and(|c| c <= *at);
+        (stale || at.elapsed() < LOCAL_DISABLE).then(|| reason.clone())
     }
 
     /// Takes `id` as disabled here, for `reason` (an operator disabled it
@@ -204,6 +214,7 @@ impl Tracker {
             success_written: None,
         });
         entry.disabled = Some((std::time::Instant::now(), reason.to_owned()));
+        self.disables.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets what this engine knows of `id` (it was re-enabled).
@@ -263,6 +274,7 @@ impl Tracker {
         }
         if let Some(reason) = &verdict.disable {
             entry.disabled = Some((std::time::Instant::now(), reason.clone()));
+            self.disables.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             verdict.persist = Some(entry.health.clone());
         }
         verdict
@@ -306,10 +318,12 @@ mod tests {
         let second = tracker.observe("s", &seed, Seen::Failure { given_up: true }, now);
         assert!(!second.failing);
         assert!(second.disable.is_some(), "two given up: the policy disables");
-        assert!(tracker.disabled_here("s").is_some());
+        assert!(tracker.disabled_here("s", None).is_some());
+        let before = std::time::Instant::now() - std::time::Duration::from_secs(3600);
+        assert!(tracker.disabled_here("s", Some(before)).is_some(), "a copy from before the disable is stale");
         assert_eq!(tracker.observe("s", &seed, Seen::Success, now), Verdict::default(), "in flight after disabling");
         tracker.forget("s");
-        assert!(tracker.disabled_here("s").is_none());
+        assert!(tracker.disabled_here("s", None).is_none());
     }
 
     #[test]

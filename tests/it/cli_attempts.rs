@@ -124,3 +124,79 @@ async fn bad_attempt_log_settings_are_clear_errors() {
     let (ok, _, err) = list(bin, &["--attempt-log", "sqlite:///nonexistent-dir/x/y.db"]);
     assert!(!ok && err.contains("--attempt-log"), "{err}");
 }
+
+/// `fastapihooks subscriptions ARGS --store STORE`: (success, stdout, stderr).
+fn subs(bin: &str, store: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .arg("subscriptions")
+        .args(args)
+        .args(["--store", store])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// A worker with a SQLite store, on Redis: a 410 disables the subscription
+// in the store after one attempt, nothing more reaches it while disabled,
+// and `subscriptions enable` (another process) brings it back.
+#[tokio::test]
+async fn a_410_disables_a_stored_subscription_and_the_cli_enables_it_again() {
+    let url = redis_or_skip!();
+    let Some(bin) = cli_bin() else { return };
+    let stream = unique_key("cli-disable");
+    let dir = super::util::temp_dir("cli-disable");
+    let store = format!("sqlite://{}?mode=rwc", dir.join("subs.db").display());
+    let rx = Receiver::start().await;
+    rx.script("/gone", [Reply::status(410)]);
+    let (ok, out, err) = subs(
+        bin,
+        &store,
+        &["add", "--event", "order.created", "--url", &rx.url("/gone"), "--allow-cidr", "127.0.0.0/8"],
+    );
+    assert!(ok, "{err}");
+    let id = out.trim().to_owned();
+    let app = Fastapihooks::builder().backend(backend(&url, &stream).build().unwrap()).build().unwrap();
+    let mut worker = start_cli_quietly(bin, &["--redis-url", &url, "--stream", &stream, "--store", &store]);
+    let show = || {
+        let (ok, out, err) = subs(bin, &store, &["show", &id, "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    app.send("order.created", &json!({"n": 1})).unwrap();
+    assert_eq!(rx.wait_for("/gone", 1, WAIT).await.len(), 1);
+    let disabled = eventually(WAIT, || async { show()["enabled"] == false }).await;
+    assert!(disabled, "disabled in the store: {}", show());
+    assert!(show()["disabled"]["reason"].as_str().unwrap().contains("410 Gone"));
+    for n in 2..=4 {
+        app.send("order.created", &json!({"n": n})).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.hits_for("/gone").len(), 1, "nothing more while disabled");
+
+    rx.script("/gone", [Reply::status(200)]);
+    let (ok, _, err) = subs(bin, &store, &["enable", &id]);
+    assert!(ok, "{err}");
+    // Within the engine's few seconds of trusting its own disable, then
+    // the store's word: send until one arrives (bounded).
+    let mut n = 10;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rx.hits_for("/gone").len() < 2 && tokio::time::Instant::now() < deadline {
+        app.send("order.created", &json!({"n": n})).unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let hits = rx.hits_for("/gone");
+    assert!(hits.len() >= 2, "delivered again once enabled");
+    assert!(
+        hits[1..].iter().all(|h| h.json()["n"].as_u64() >= Some(10)),
+        "the events sent while disabled were skipped"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    app.shutdown(Duration::from_secs(2)).await;
+}

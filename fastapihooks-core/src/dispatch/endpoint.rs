@@ -190,7 +190,7 @@ async fn worker(shared: Arc<Shared>, key: Arc<str>, cancel: CancellationToken) {
         // Disabled since it was queued (its endpoint died meanwhile, or an
         // operator disabled it): given up with the reason.
         if let Target::Stored(stored) = &job.target
-            && let Some(reason) = shared.disabled(stored)
+            && let Some(reason) = shared.disabled(stored, Some(job.copied))
         {
             Stats::inc(&shared.stats.skipped_disabled);
             job.fail(&shared, DeliveryError::SubscriptionDisabled { reason });
@@ -508,6 +508,7 @@ async fn refresh(shared: &Arc<Shared>, mut job: Job) -> Option<Job> {
         }
     }
     job.target = Target::Stored(Arc::new(fresh));
+    job.copied = std::time::Instant::now();
     Some(job)
 }
 

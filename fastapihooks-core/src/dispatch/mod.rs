@@ -171,12 +171,13 @@ impl Shared {
     }
 
     /// Why deliveries to `stored` are not made, if it is disabled: in its
-    /// copy, or lately by this engine (copies may be older).
-    fn disabled(&self, stored: &StoredWebhookSubscription) -> Option<String> {
+    /// copy, or by this engine after the copy was taken at `copied` (none:
+    /// just now, from the store).
+    fn disabled(&self, stored: &StoredWebhookSubscription, copied: Option<std::time::Instant>) -> Option<String> {
         if let Some(disabled) = &stored.disabled {
             return Some(disabled.reason.clone());
         }
-        self.health.disabled_here(&stored.id)
+        self.health.disabled_here(&stored.id, copied)
     }
 }
 
@@ -422,6 +423,8 @@ struct Job {
     url: Arc<url::Url>,
     /// Attempts made so far.
     attempts: u32,
+    /// When its subscription was read (a copy older than a disable is stale).
+    copied: std::time::Instant,
     done: Arc<EventDone>,
     _slot: OwnedSemaphorePermit,
 }
@@ -669,11 +672,13 @@ impl Dispatcher {
             )
             .collect();
         let mut complete = true;
+        // Before the look-up: a disable during it makes its copies stale.
+        let copied = std::time::Instant::now();
         if let Some(store) = shared.store.as_ref().filter(|_| with_store) {
             match self.lookup(store.as_ref(), &event).await {
                 Ok(subs) => {
                     for sub in subs {
-                        match shared.disabled(&sub) {
+                        match shared.disabled(&sub, None) {
                             None => targets.push(Target::Stored(sub)),
                             Some(_) => Stats::inc(&shared.stats.skipped_disabled),
                         }
@@ -708,7 +713,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let job = Job { event: event.clone(), target, url, attempts: 0, done: done.clone(), _slot: slot };
+            let job = Job { event: event.clone(), target, url, attempts: 0, copied, done: done.clone(), _slot: slot };
             endpoint::enqueue(&self.shared, job, false);
         }
         done.finish(shared, true);
@@ -740,7 +745,7 @@ impl Dispatcher {
                 .map(|s| Target::Static { sub: s.clone(), index: *index })),
         };
         let target = match found {
-            Ok(Some(Target::Stored(stored))) if let Some(reason) = shared.disabled(&stored) => {
+            Ok(Some(Target::Stored(stored))) if let Some(reason) = shared.disabled(&stored, None) => {
                 // Given up with the reason, and recorded: `recover` sends
                 // it again once the subscription is enabled.
                 Stats::inc(&shared.stats.skipped_disabled);
@@ -778,7 +783,11 @@ impl Dispatcher {
             () = shared.cancel.cancelled() => return,
         };
         let done = EventDone::new(1, false, ack);
-        endpoint::enqueue(shared, Job { event, target, url, attempts, done, _slot: slot }, true);
+        endpoint::enqueue(
+            shared,
+            Job { event, target, url, attempts, copied: std::time::Instant::now(), done, _slot: slot },
+            true,
+        );
     }
 
     /// Sends a reported failure again, with a fresh round of attempts and
@@ -807,7 +816,11 @@ impl Dispatcher {
         Stats::inc(&shared.stats.redelivered);
         let done = EventDone::new(1, false, Acker::none());
         let target = Target::Redelivery { subscription, id: subscription_id };
-        endpoint::enqueue(shared, Job { event, target, url, attempts: 0, done, _slot: slot }, false);
+        endpoint::enqueue(
+            shared,
+            Job { event, target, url, attempts: 0, copied: std::time::Instant::now(), done, _slot: slot },
+            false,
+        );
         Ok(())
     }
 
