@@ -234,6 +234,7 @@ async fn a_disabled_subscription_is_skipped_and_re_enabled() {
     assert_eq!(hits[0].json()["n"], 2, "the event sent while disabled was skipped, not held");
     hooks.shutdown(Duration::from_secs(2)).await;
     assert_eq!(hooks.stats().skipped_disabled, 1);
+    assert_eq!(hooks.stats().failed, 0, "skipped at fan-out: not a failure, nothing for on_failure");
 }
 
 #[tokio::test]
