@@ -134,6 +134,10 @@ impl DisablePolicy {
 const LOCAL_DISABLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often, at most, a healthy subscription's `last_success` is written.
 const SUCCESS_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often, at most, a failing subscription's health is written while
+/// its deliveries keep being given up (the first of a streak always is): a
+/// dead endpoint under load is not a store write per delivery.
+const FAILURE_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Subscriptions tracked at once; past it, the healthy ones are forgotten
 /// (their health is read back from the store when next seen).
 const MAX_TRACKED: usize = 100_000;
@@ -157,6 +161,7 @@ struct Entry {
     /// When this engine disabled it, and why.
     disabled: Option<(std::time::Instant, String)>,
     success_written: Option<std::time::Instant>,
+    failure_written: Option<std::time::Instant>,
 }
 
 /// The engine's view of its stored subscriptions' health: seeded from the
@@ -212,6 +217,7 @@ impl Tracker {
             health: EndpointHealth::default(),
             disabled: None,
             success_written: None,
+            failure_written: None,
         });
         entry.disabled = Some((std::time::Instant::now(), reason.to_owned()));
         self.disables.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -233,6 +239,7 @@ impl Tracker {
             health: seed.clone(),
             disabled: None,
             success_written: None,
+            failure_written: None,
         });
         if entry.disabled.as_ref().is_some_and(|(at, _)| at.elapsed() < LOCAL_DISABLE) {
             // Already disabled here: the deliveries still in flight change nothing.
@@ -255,13 +262,15 @@ impl Tracker {
             }
             Seen::Failure { given_up } => {
                 health.consecutive_failures = health.consecutive_failures.saturating_add(1);
-                if health.failing_since.is_none() {
-                    health.failing_since = Some(now);
-                    verdict.persist = Some(health.clone());
-                }
+                let starts = health.failing_since.is_none();
+                health.failing_since.get_or_insert(now);
                 if given_up {
                     health.given_up = health.given_up.saturating_add(1);
                     verdict.failing = health.given_up == 1;
+                }
+                let due = entry.failure_written.is_none_or(|at| at.elapsed() >= FAILURE_WRITE_EVERY);
+                if starts || verdict.failing || (given_up && due) {
+                    entry.failure_written = Some(std::time::Instant::now());
                     verdict.persist = Some(health.clone());
                 }
                 verdict.disable = self.policy.verdict(health, now);

@@ -299,15 +299,17 @@ fn conclude(shared: &Arc<Shared>, job: Job, attempt: Attempt, started_at: chrono
         (Err(error), _) => {
             // Reported once, through on_failure (which logs it when no handler is set).
             tracing::debug!(latency_ms = millis, error = %error, "delivery failed for good");
-            let mut exhausted = OperationalEvent::new(OperationalKind::AttemptExhausted);
-            exhausted.subscription_id = job.target.id().map(str::to_owned);
-            exhausted.owner_id = job.target.subscription().owner_id.clone();
-            exhausted.target_url = Some(redact_url(&job.target.subscription().target_url).to_owned());
-            exhausted.event_id = Some(job.event.id.as_str().to_owned());
-            exhausted.event_name = Some(job.event.name.clone());
-            exhausted.attempts = Some(job.attempts);
-            exhausted.reason = Some(error.to_string());
-            super::tell(shared, exhausted);
+            if shared.is_told() {
+                let mut exhausted = OperationalEvent::new(OperationalKind::AttemptExhausted);
+                exhausted.subscription_id = job.target.id().map(str::to_owned);
+                exhausted.owner_id = job.target.subscription().owner_id.clone();
+                exhausted.target_url = Some(redact_url(&job.target.subscription().target_url).to_owned());
+                exhausted.event_id = Some(job.event.id.as_str().to_owned());
+                exhausted.event_name = Some(job.event.name.clone());
+                exhausted.attempts = Some(job.attempts);
+                exhausted.reason = Some(error.to_string());
+                super::tell(shared, exhausted);
+            }
             // A retry cut short by disabling says why; an error that was
             // final anyway (410 Gone) is the reason itself.
             let error = match disabled {
@@ -373,10 +375,10 @@ fn act_on(
         op.health = persist.clone();
         op
     };
-    if failing {
+    if failing && shared.is_told() {
         super::tell(shared, about(OperationalKind::EndpointFailing));
     }
-    if recovered {
+    if recovered && shared.is_told() {
         super::tell(shared, about(OperationalKind::EndpointRecovered));
     }
     let Some(store) = shared.store.clone() else { return };

@@ -170,6 +170,12 @@ impl Shared {
         crate::dead_letter::report(&*self.failures, failure);
     }
 
+    /// True when someone listens to operational events: else they are not
+    /// made at all.
+    fn is_told(&self) -> bool {
+        self.operational.is_some() || self.operational_webhooks
+    }
+
     /// Why deliveries to `stored` are not made, if it is disabled: in its
     /// copy, or by this engine after the copy was taken at `copied` (none:
     /// just now, from the store).
