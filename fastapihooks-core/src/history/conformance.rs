@@ -343,7 +343,7 @@ impl<L: AttemptLog + ?Sized> Cx<'_, L> {
                 .since(time(0))
                 .until(time(23))
                 .outcome(AttemptOutcome::Delivered),
-            AttemptQuery::new().event(&e1).subscription(&self.name("nobody")),
+            AttemptQuery::new().event(&e1).subscription(self.name("nobody")),
         ];
         for query in cases {
             let wanted: Vec<usize> = (0..N).rev().filter(|&n| query.matches(&written[n])).collect();
