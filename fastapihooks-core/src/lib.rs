@@ -43,11 +43,11 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | the axum integration used by `#[hook]` |
-//! | `postgres` | no | `store::sql::SqlStore` on PostgreSQL (`postgres://`) |
-//! | `mysql` | no | `store::sql::SqlStore` on MySQL / MariaDB (`mysql://`) |
-//! | `sqlite` | no | `store::sql::SqlStore` on SQLite (`sqlite://path`), compiled in: no server |
-//! | `conformance` | no | `store::conformance`: the checks every [`Store`] must pass, for your own store's tests |
-//! | `redis` | no | `backend::RedisStreamsBackend`: a durable queue on Redis Streams for sidecar [`Worker`]s |
+//! | `postgres` | no | `store::sql::SqlStore` and `history::sql::SqlAttemptLog` on PostgreSQL (`postgres://`) |
+//! | `mysql` | no | `store::sql::SqlStore` and `history::sql::SqlAttemptLog` on MySQL / MariaDB (`mysql://`) |
+//! | `sqlite` | no | `store::sql::SqlStore` and `history::sql::SqlAttemptLog` on SQLite (`sqlite://path`), compiled in: no server |
+//! | `conformance` | no | `store::conformance` and `history::conformance`: the checks every [`Store`] and every attempt log must pass, for your own one's tests |
+//! | `redis` | no | `backend::RedisStreamsBackend`: a durable queue on Redis Streams for sidecar [`Worker`]s, and `backend::RedisAttemptLog` |
 //!
 //! Subscription stores are described in `docs/stores.md`.
 

@@ -42,6 +42,53 @@ async fn all(log: &dyn AttemptLog, mut query: AttemptQuery) -> Vec<AttemptRecord
     panic!("pagination did not end");
 }
 
+/// Times far outside what a database keeps (MySQL: the years 1000 to
+/// 9999) are no error: a window from the dawn of time, a cutoff 5,000 years back.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+async fn far_times_are_no_error(url: &str) {
+    let log = fastapihooks::history::sql::SqlAttemptLog::builder(url)
+        .table(unique("far").chars().take(40).collect::<String>())
+        .connect()
+        .await
+        .expect("connect");
+    log.init().await.expect("init");
+    let event = unique("evt");
+    let (first, last) = (chrono::DateTime::<Utc>::MIN_UTC, chrono::DateTime::<Utc>::MAX_UTC);
+    let now = Utc::now();
+    let batch = [
+        record(&event, 0, first),
+        record(&event, 1, now - TimeDelta::days(2)),
+        record(&event, 2, now),
+        record(&event, 3, last),
+    ];
+    log.record(&batch).await.expect("record");
+    let window = AttemptQuery::new().event(&event).since(first).until(last);
+    assert_eq!(all(&log, window).await.len(), 3, "all but the one at the end of time");
+    // The oldest goes, or stays at the database's first instant: never an error.
+    let ancient = Retention::default().max_age(Duration::from_secs(5000 * 365 * 86400));
+    assert!(log.prune(&ancient, now).await.expect("prune") <= 1);
+    assert_eq!(all(&log, AttemptQuery::new().event(&event).since(now - TimeDelta::days(3))).await.len(), 3);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_far_times_are_no_error() {
+    far_times_are_no_error(&super::store_util::postgres_url()).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn mysql_far_times_are_no_error() {
+    far_times_are_no_error(&super::store_util::mysql_url()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_far_times_are_no_error() {
+    let file = TempDb::new();
+    far_times_are_no_error(&file.url()).await;
+}
+
 #[cfg(feature = "sqlite")]
 mod sql {
     use super::*;

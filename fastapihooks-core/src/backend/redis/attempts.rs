@@ -106,7 +106,11 @@ return deleted";
 /// [`ResponseDetails`](crate::history::ResponseDetails) (and an error text
 /// over 4 KiB) are cut when written.
 ///
-/// Needs Redis 6.2 or later (exclusive ranges), like the backend.
+/// A batch goes in scripts of 500 records, pipelined: each script is
+/// atomic, a larger batch is not; and a write retried on a connection found
+/// broken (as every command on the backend's shared connection is, once)
+/// may record a script's records twice. Needs Redis 6.2 or later (exclusive
+/// ranges), like the backend.
 #[derive(Clone)]
 pub struct RedisAttemptLog {
     inner: Arc<Inner>,

@@ -343,10 +343,10 @@ impl AttemptLog for SqlAttemptLog {
             stmt.filter("owner_id = ").arg(Arg::Text(id));
         }
         if let Some(t) = query.since {
-            stmt.filter("started_at >= ").arg(Arg::Time(t));
+            stmt.filter("started_at >= ").arg(Arg::Time(storable_time(self.dialect, t)));
         }
         if let Some(t) = query.until {
-            stmt.filter("started_at < ").arg(Arg::Time(t));
+            stmt.filter("started_at < ").arg(Arg::Time(storable_time(self.dialect, t)));
         }
         if let Some(outcome) = query.outcome {
             stmt.filter("outcome = ").arg(Arg::Text(outcome.as_str()));
@@ -399,7 +399,7 @@ impl SqlAttemptLog {
     /// Deletes at most `n` rows started before `cutoff`, the oldest first,
     /// found on the `started_at` index.
     fn older_than(&self, cutoff: DateTime<Utc>, n: usize) -> Stmt<'static> {
-        self.bounded_delete("started_at < ", Arg::Time(cutoff), "started_at", n)
+        self.bounded_delete("started_at < ", Arg::Time(storable_time(self.dialect, cutoff)), "started_at", n)
     }
 
     /// Deletes at most `n` rows with ids up to `id`, the oldest first, found
@@ -529,7 +529,9 @@ enum Arg<'a> {
 struct Stmt<'a> {
     sql: String,
     args: Vec<Arg<'a>>,
-    /// `$1, $2, ..` (PostgreSQL, SQLite) rather than `?` (MySQL).
+    /// `$1, $2, ..` (PostgreSQL) rather than `?` (MySQL, SQLite: SQLite
+    /// finds a named parameter's name by walking a list, which made binding
+    /// a 500-row `INSERT`'s 8,000 `$n` quadratic, 4 times slower than `?`).
     numbered: bool,
     has_where: bool,
 }
@@ -538,7 +540,7 @@ impl<'a> Stmt<'a> {
     fn new(dialect: Dialect, start: &str) -> Self {
         let mut sql = String::with_capacity(256);
         sql.push_str(start);
-        Self { sql, args: Vec::new(), numbered: dialect != Dialect::MySql, has_where: false }
+        Self { sql, args: Vec::new(), numbered: dialect == Dialect::Postgres, has_where: false }
     }
 
     /// Appends SQL text: only ever text of this module and the checked

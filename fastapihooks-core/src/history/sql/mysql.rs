@@ -50,7 +50,9 @@ fn bind(q: Query<'static, MySql, MySqlArguments>, arg: Arg<'_>) -> Query<'static
         Arg::Int(n) => q.bind(n),
         Arg::OptInt(n) => q.bind(n),
         Arg::Bool(b) => q.bind(b),
-        Arg::Time(t) => q.bind(t),
+        // As `DATETIME` (years 1000 to 9999): sqlx sends a `DateTime<Utc>`
+        // as a `TIMESTAMP`, whose range ends in 1970 and 2038.
+        Arg::Time(t) => q.bind(t.naive_utc()),
     }
 }
 

@@ -46,6 +46,9 @@ fn statements_use_the_dialects_placeholders() {
     let mut my = Stmt::new(Dialect::MySql, "SELECT 1");
     my.filter("a = ").arg(Arg::Int(1));
     assert_eq!(my.sql, "SELECT 1 WHERE a = ?");
+    let mut lite = Stmt::new(Dialect::Sqlite, "SELECT 1");
+    lite.filter("a = ").arg(Arg::Int(1));
+    assert_eq!(lite.sql, "SELECT 1 WHERE a = ?", "anonymous: SQLite looks named ones up in a list");
 }
 
 #[test]
