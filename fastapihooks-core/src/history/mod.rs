@@ -120,13 +120,10 @@ impl ResponseDetails {
 /// A header value as a record keeps it: printable ASCII only (others
 /// become `?`), cut to [`MAX_HEADER_VALUE`].
 fn clean_header(value: &[u8]) -> String {
-    value
-        .iter()
-        .take(MAX_HEADER_VALUE)
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    let value = value[..value.len().min(MAX_HEADER_VALUE)].trim_ascii();
+    let mut clean = String::with_capacity(value.len());
+    clean.extend(value.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }));
+    clean
 }
 
 /// One attempt of one delivery.

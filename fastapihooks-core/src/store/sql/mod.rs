@@ -149,6 +149,10 @@ pub struct SqlStoreBuilder {
     url: String,
     max_connections: u32,
     acquire_timeout: Duration,
+    /// SQLite: commit without waiting for the disk (`synchronous = NORMAL`
+    /// in WAL mode): what a record of deliveries, written by the thousand
+    /// a second, needs, and subscriptions do not.
+    pub(crate) relaxed_sync: bool,
 }
 
 impl fmt::Debug for SqlStoreBuilder {
@@ -233,7 +237,12 @@ impl SqlStore {
     /// `mysql://user:pass@host/db`, `sqlite://path/to/file.db` (created if
     /// missing) or `sqlite::memory:`.
     pub fn builder(url: impl Into<String>) -> SqlStoreBuilder {
-        SqlStoreBuilder { url: url.into(), max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+        SqlStoreBuilder {
+            url: url.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            relaxed_sync: false,
+        }
     }
 
     /// Connects to `url` with the default options. See [`SqlStore::builder`].

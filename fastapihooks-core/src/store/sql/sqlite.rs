@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{
     AddedColumn, ChangedRow, Dialect, DisabledRow, Failure, HealthRow, NewRow, RawRow, SqlConnectError,
@@ -76,7 +76,11 @@ pub(super) fn options(opts: &SqlStoreBuilder) -> Result<(SqlitePoolOptions, Sqli
         // with SQLITE_LOCKED instead of waiting).
         Ok((pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None), conn))
     } else {
-        Ok((pool.max_connections(opts.max_connections), conn.journal_mode(SqliteJournalMode::Wal)))
+        let conn = conn.journal_mode(SqliteJournalMode::Wal);
+        // In WAL mode NORMAL loses no integrity, only (at a power cut) the
+        // last commits: each commit then costs no wait for the disk.
+        let conn = if opts.relaxed_sync { conn.synchronous(SqliteSynchronous::Normal) } else { conn };
+        Ok((pool.max_connections(opts.max_connections), conn))
     }
 }
 
