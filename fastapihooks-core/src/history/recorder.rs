@@ -17,7 +17,7 @@ use crate::stats::Stats;
 /// deliveries, never a reason to slow them.
 const CHANNEL: usize = 16_384;
 /// Records written by one call to [`AttemptLog::record`].
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
 /// Writes of one batch tried before it is dropped (and counted).
 const WRITE_TRIES: u32 = 4;
 
