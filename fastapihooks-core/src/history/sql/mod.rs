@@ -43,7 +43,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{AttemptLog, AttemptLogError, AttemptOutcome, AttemptPage, AttemptQuery, AttemptRecord, Retention};
-use crate::store::sql::{Dialect, Pool, SqlConnectError, SqlStore, SqlStoreBuilder, is_missing_table};
+use crate::store::sql::{Dialect, Pool, SqlConnectError, SqlError, SqlStore, SqlStoreBuilder};
 
 /// The table of [`SqlAttemptLog::connect`] and [`SqlAttemptLog::from_store`].
 pub const DEFAULT_TABLE: &str = "webhook_attempts";
@@ -730,26 +730,11 @@ impl RawAttempt {
     }
 }
 
-/// A driver error, with the dialect and operation it came from.
-#[derive(Debug, thiserror::Error)]
-#[error("{dialect} attempt log {op}: {source}{hint}")]
-struct SqlError {
-    dialect: Dialect,
-    op: &'static str,
-    #[source]
-    source: sqlx::Error,
-    hint: &'static str,
-}
-
 /// A driver error as an [`AttemptLogError`]: `Corrupt` when a value could
 /// not be decoded, else `Unavailable` (retryable).
 fn log_error(dialect: Dialect, op: &'static str, source: sqlx::Error) -> AttemptLogError {
-    let hint = match &source {
-        sqlx::Error::PoolTimedOut => " (is the database up and reachable?)",
-        sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => " (did `SqlAttemptLog::init` run?)",
-        _ => "",
-    };
-    let decode = matches!(source, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
-    let err = SqlError { dialect, op, source, hint };
-    if decode { AttemptLogError::Corrupt(err.to_string()) } else { AttemptLogError::unavailable(err) }
+    match SqlError::classify(dialect, "attempt log ", op, source, " (did `SqlAttemptLog::init` run?)") {
+        (err, true) => AttemptLogError::Corrupt(err.to_string()),
+        (err, false) => AttemptLogError::unavailable(err),
+    }
 }

@@ -477,32 +477,51 @@ impl Failure {
     }
 }
 
-/// A driver error, with the dialect and operation it came from.
+/// A driver error, with the dialect, what was using it (`""` for the
+/// store, `"attempt log "`) and the operation it came from.
 #[derive(Debug, thiserror::Error)]
-#[error("{dialect} {op}: {source}{hint}")]
-struct SqlError {
+#[error("{dialect} {what}{op}: {source}{hint}")]
+pub(crate) struct SqlError {
     dialect: Dialect,
+    what: &'static str,
     op: &'static str,
     #[source]
     source: sqlx::Error,
     hint: &'static str,
 }
 
+impl SqlError {
+    /// The error with a hint at its likely cause (`init` names the call
+    /// that creates the missing table), and whether a value failed to
+    /// decode (stored data, not the database, is at fault).
+    pub(crate) fn classify(
+        dialect: Dialect,
+        what: &'static str,
+        op: &'static str,
+        source: sqlx::Error,
+        init: &'static str,
+    ) -> (Self, bool) {
+        let hint = match &source {
+            sqlx::Error::PoolTimedOut => " (is the database up and reachable?)",
+            sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => init,
+            _ => "",
+        };
+        let decode = matches!(source, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
+        (Self { dialect, what, op, source, hint }, decode)
+    }
+}
+
 /// A driver error as a [`StoreError`]: `Corrupt` when a value could not be
 /// decoded, else `Unavailable` (retryable).
 fn store_error(dialect: Dialect, op: &'static str, source: sqlx::Error) -> StoreError {
-    let hint = match &source {
-        sqlx::Error::PoolTimedOut => " (is the database up and reachable?)",
-        sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => " (did `SqlStore::init` run?)",
-        _ => "",
-    };
-    let decode = matches!(source, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_));
-    let err = SqlError { dialect, op, source, hint };
-    if decode { StoreError::Corrupt(err.to_string()) } else { StoreError::unavailable(err) }
+    match SqlError::classify(dialect, "", op, source, " (did `SqlStore::init` run?)") {
+        (err, true) => StoreError::Corrupt(err.to_string()),
+        (err, false) => StoreError::unavailable(err),
+    }
 }
 
 /// "No such table": PostgreSQL `42P01`, MySQL `42S02` / 1146, SQLite's message.
-pub(crate) fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {
+fn is_missing_table(err: &dyn sqlx::error::DatabaseError) -> bool {
     matches!(err.code().as_deref(), Some("42P01" | "42S02" | "1146")) || err.message().contains("no such table")
 }
 
