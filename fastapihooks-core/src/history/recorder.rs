@@ -85,6 +85,9 @@ async fn write(
             () = stop.cancelled() => true,
         };
         if stopping {
+            // The pruner too, when the engine went away without a
+            // shutdown (every sender dropped).
+            stop.cancel();
             // Whatever is queued is written before the writer ends.
             rx.close();
             while rx.recv_many(&mut batch, BATCH).await > 0 {
