@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use fastapihooks::backend::RedisStreamsBackend;
 use fastapihooks::history::{AttemptLog, AttemptOutcome, AttemptQuery, AttemptRecord, MemoryAttemptLog};
 
-use super::failures::{clean, parse_time};
+use super::failures::{clean, parse_time, redis_backend};
 
 /// What `attempts` does.
 #[derive(Debug, Subcommand)]
@@ -166,14 +166,7 @@ fn line(r: &AttemptRecord) -> String {
 pub(crate) async fn run(command: Attempts) -> Result<(), String> {
     let Attempts::List { source, filter, json } = command;
     let redis = match (&source.attempt_log[..], &source.redis_url) {
-        ("redis", Some(url)) => {
-            let mut builder = RedisStreamsBackend::builder(url.clone()).stream(source.stream.clone());
-            if let Some(path) = &source.redis_ca_file {
-                let pem = std::fs::read(path).map_err(|e| format!("--redis-ca-file {}: {e}", path.display()))?;
-                builder = builder.tls_root_certificates(pem);
-            }
-            Some(builder.build().map_err(|e| format!("--redis-url: {e}"))?)
-        }
+        ("redis", Some(url)) => Some(redis_backend(url, source.redis_ca_file.as_deref(), &source.stream)?),
         _ => None,
     };
     if matches!(&source.attempt_log[..], "memory" | "none") {

@@ -179,8 +179,18 @@ pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn backend(source: &Source) -> Result<RedisStreamsBackend, String> {
-    let mut builder = RedisStreamsBackend::builder(source.redis_url.clone()).stream(source.stream.clone());
-    if let Some(path) = &source.redis_ca_file {
+    redis_backend(&source.redis_url, source.redis_ca_file.as_deref(), &source.stream)
+}
+
+/// The workers' stream on Redis, as the one-shot commands reach it (errors
+/// name `--redis-url` and `--redis-ca-file`).
+pub(crate) fn redis_backend(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    stream: &str,
+) -> Result<RedisStreamsBackend, String> {
+    let mut builder = RedisStreamsBackend::builder(url.to_owned()).stream(stream.to_owned());
+    if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("--redis-ca-file {}: {e}", path.display()))?;
         builder = builder.tls_root_certificates(pem);
     }
